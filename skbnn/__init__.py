@@ -1,0 +1,13 @@
+"""skbnn: scikit-learn estimators for Bayesian neural networks.
+
+:class:`LaplaceMLPRegressor` and :class:`LaplaceMLPClassifier` train a PyTorch MLP, fit a Gaussian
+(Laplace-GGN) posterior over its weights, tune the prior and noise by the marginal likelihood and
+predict with the linearised (GLM) predictive.
+"""
+
+from skbnn.classifier import LaplaceMLPClassifier
+from skbnn.regressor import LaplaceMLPRegressor
+
+__version__ = "0.1.0"
+
+__all__ = ["LaplaceMLPClassifier", "LaplaceMLPRegressor", "__version__"]

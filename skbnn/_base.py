@@ -1,0 +1,353 @@
+"""Machinery shared by the estimators: parameters, validation, devices, seeding and the fit recipe.
+
+``fit`` in both estimators is :meth:`BaseLaplaceMLP._fit`, which reads as the algorithm:
+
+1. validate X, y and sample weights; encode the targets (subclass);
+2. derive one :class:`torch.Generator` from ``random_state``;
+3. train the MAP network, with the prior δ (and noise σ) refreshed by the evidence every few
+   epochs when ``evidence_tuning="online"``;
+4. compute the GGN at the MAP and maximise the Laplace evidence over δ (and σ);
+5. store the posterior and the fitted attributes, on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from abc import abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from skbnn._curvature import fit_curvature, jacobian_batch_size, jacobians, spectrum
+from skbnn._evidence import EvidenceTerms, maximize_log_marginal_likelihood
+from skbnn._network import (
+    ACTIVATIONS,
+    TrainingConfig,
+    build_mlp,
+    flat_parameters,
+    last_layer_parameter_names,
+    train_map,
+)
+from skbnn._posterior import LaplacePosterior
+
+# batch_size="auto": full-batch (deterministic, best for the evidence) up to this many rows.
+FULL_BATCH_MAX_ROWS = 1024
+AUTO_MINIBATCH_SIZE = 256
+# evidence_tuning="online": refresh δ, σ this many times, after a burn-in of this fraction of epochs.
+ONLINE_EVIDENCE_UPDATES = 20
+ONLINE_EVIDENCE_BURN_IN = 0.1
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class _Hyperparameters:
+    """The current prior precision δ and noise scale c (mutable during online tuning)."""
+
+    prior_precision: float
+    noise_scale: float
+
+
+class BaseLaplaceMLP(BaseEstimator):
+    """Base class of :class:`LaplaceMLPRegressor` and :class:`LaplaceMLPClassifier`."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "hessian_structure": [StrOptions({"full", "diag"})],
+        "subset_of_weights": [StrOptions({"all", "last_layer"})],
+        "prior_precision": [
+            StrOptions({"evidence"}),
+            Interval(numbers.Real, 0, None, closed="neither"),
+        ],
+        "evidence_tuning": [StrOptions({"online", "posthoc"})],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "dtype": [StrOptions(set(_DTYPES))],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    @abstractmethod
+    def __init__(
+        self,
+        hidden_layer_sizes=(50,),
+        activation="tanh",
+        *,
+        hessian_structure="full",
+        subset_of_weights="all",
+        prior_precision="evidence",
+        evidence_tuning="online",
+        max_iter=1000,
+        batch_size="auto",
+        learning_rate_init=1e-2,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=50,
+        device="auto",
+        dtype="float64",
+        random_state=None,
+        verbose=0,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.hessian_structure = hessian_structure
+        self.subset_of_weights = subset_of_weights
+        self.prior_precision = prior_precision
+        self.evidence_tuning = evidence_tuning
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- subclass hooks --------------------------------------------------------------------------
+
+    @abstractmethod
+    def _encode_targets(self, y, sample_weight):
+        """Return (targets tensor, n_outputs, reference likelihood) and set target attributes."""
+
+    @abstractmethod
+    def _fixed_noise_scale(self):
+        """The fixed noise scale c, or None when it is tuned (always 1.0 for classification)."""
+
+    @abstractmethod
+    def _store_fitted_hyperparameters(self, hyper, terms):
+        """Turn the internal δ, c into public fitted attributes."""
+
+    # -- the fit recipe ----------------------------------------------------------------------------
+
+    def _fit(self, X, y, sample_weight=None):
+        """Fit; on any error the estimator keeps the fitted state it had before the call."""
+        saved_state = dict(self.__dict__)
+        try:
+            return self._fit_unguarded(X, y, sample_weight)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved_state)
+            raise
+
+    def _fit_unguarded(self, X, y, sample_weight):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            dtype=[np.float64, np.float32],
+            multi_output=self._multi_output,
+            y_numeric=self._y_numeric,
+        )
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
+        hidden = self._check_hidden_layer_sizes()
+        device = _resolve_device(self.device)
+        dtype = _DTYPES[self.dtype]
+        targets, n_outputs, likelihood = self._encode_targets(y, sample_weight)
+
+        generator = torch.Generator().manual_seed(
+            int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        )
+        X_t = torch.tensor(X, dtype=dtype, device=device)
+        y_t = targets.to(device=device, dtype=dtype if targets.is_floating_point() else None)
+        w_t = torch.tensor(sample_weight, dtype=dtype, device=device)
+        train_index, validation = self._split_validation(X_t, y_t, w_t, generator)
+
+        module = build_mlp(
+            X.shape[1], hidden, n_outputs, self.activation, dtype=dtype, generator=generator
+        )
+        module.to(device)
+        hyper = _Hyperparameters(
+            prior_precision=1.0 if self.prior_precision == "evidence" else self.prior_precision,
+            noise_scale=self._fixed_noise_scale() or 1.0,
+        )
+        param_names = self._posterior_parameter_names(module)
+        X_fit, y_fit, w_fit = X_t[train_index], y_t[train_index], w_t[train_index]
+
+        def tune_evidence(epoch):
+            if _is_online_update_epoch(epoch, self.max_iter):
+                *_, terms = self._laplace(module, likelihood, X_fit, y_fit, w_fit, param_names)
+                self._maximize_evidence(terms, hyper)
+
+        training = train_map(
+            module,
+            lambda f, t: likelihood.negative_log_likelihood(f, t, hyper.noise_scale),
+            X_fit,
+            y_fit,
+            w_fit,
+            config=TrainingConfig(
+                max_iter=self.max_iter,
+                batch_size=self._resolve_batch_size(X_fit.shape[0]),
+                learning_rate_init=self.learning_rate_init,
+                early_stopping=self.early_stopping,
+                n_iter_no_change=self.n_iter_no_change,
+                verbose=self.verbose,
+            ),
+            prior_precision=lambda: hyper.prior_precision,
+            generator=generator,
+            validation=validation,
+            on_epoch_end=tune_evidence if self._tunes_online() else None,
+        )
+
+        module64, curvature, terms = self._laplace(
+            module, likelihood, X_fit, y_fit, w_fit, param_names
+        )
+        self._maximize_evidence(terms, hyper)
+
+        self.module_ = module64.cpu()
+        self.posterior_ = LaplacePosterior(
+            mean=flat_parameters(self.module_, param_names),
+            curvature=_to_cpu(curvature),
+            prior_precision=hyper.prior_precision,
+            noise_scale=hyper.noise_scale,
+            param_names=param_names,
+        )
+        self._evidence_terms = terms
+        self._store_fitted_hyperparameters(hyper, terms)
+        self.n_iter_ = training.n_iter
+        self.loss_curve_ = training.loss_curve
+        if self.early_stopping:
+            self.validation_scores_ = training.validation_scores
+        self._mc_seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        return self
+
+    def _laplace(self, module, likelihood, X, y, weights, param_names):
+        """The GGN at the current weights (float64) and the evidence's data terms."""
+        module64 = copy.deepcopy(module).to(torch.float64)
+        X64 = X.to(torch.float64)
+        y64 = y.to(torch.float64) if y.is_floating_point() else y
+        w64 = weights.to(torch.float64)
+        curvature = fit_curvature(
+            module64, likelihood, X64, w64, param_names, self.hessian_structure
+        )
+        with torch.no_grad():
+            data_fit = float((w64 * likelihood.data_fit(module64(X64), y64)).sum())
+        terms = EvidenceTerms(
+            eigenvalues=spectrum(curvature).cpu().numpy(),
+            map_norm_sq=float(flat_parameters(module64, param_names).square().sum()),
+            n_data=float(w64.sum()),
+            n_outputs=module64[-1].out_features,
+            data_fit=data_fit,
+            gaussian=likelihood.name == "gaussian",
+            log_noise_ref=likelihood.log_noise_ref,
+        )
+        return module64, curvature, terms
+
+    def _maximize_evidence(self, terms, hyper):
+        fixed_prior = None if self.prior_precision == "evidence" else self.prior_precision
+        if fixed_prior is not None and self._fixed_noise_scale() is not None:
+            return
+        delta, c, _ = maximize_log_marginal_likelihood(
+            terms,
+            prior_precision=fixed_prior,
+            noise_scale=self._fixed_noise_scale(),
+            init=(hyper.prior_precision, hyper.noise_scale),
+        )
+        hyper.prior_precision, hyper.noise_scale = delta, c
+
+    # -- prediction helpers -----------------------------------------------------------------------
+
+    def _validate_for_predict(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+
+    def _glm_outputs(self, X):
+        """Linearised outputs at X: means f (n, K) and covariances J Σ Jᵀ (n, K, K), float64."""
+        X_t = torch.tensor(X, dtype=torch.float64)
+        posterior = self.posterior_
+        n_outputs = self.module_[-1].out_features
+        step = jacobian_batch_size(n_outputs, posterior.n_params)
+        means, covs = [], []
+        for begin in range(0, X_t.shape[0], step):
+            f, J = jacobians(self.module_, X_t[begin : begin + step], posterior.param_names)
+            means.append(f)
+            covs.append(posterior.functional_covariance(J))
+        return torch.cat(means), torch.cat(covs)
+
+    def _glm_jacobians(self, X):
+        """Outputs f (n, K) and Jacobians J (n, K, P) at X for the posterior's parameters."""
+        X_t = torch.tensor(X, dtype=torch.float64)
+        return jacobians(self.module_, X_t, self.posterior_.param_names)
+
+    # -- small helpers ------------------------------------------------------------------------
+
+    def _tunes_online(self):
+        tuned = self.prior_precision == "evidence" or self._fixed_noise_scale() is None
+        return tuned and self.evidence_tuning == "online"
+
+    def _posterior_parameter_names(self, module):
+        if self.subset_of_weights == "last_layer":
+            return last_layer_parameter_names(module)
+        return [name for name, _ in module.named_parameters()]
+
+    def _check_hidden_layer_sizes(self):
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
+        if not all(isinstance(s, numbers.Integral) and s > 0 for s in sizes):
+            raise ValueError(
+                f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}."
+            )
+        return [int(s) for s in sizes]
+
+    def _resolve_batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return n_samples if n_samples <= FULL_BATCH_MAX_ROWS else AUTO_MINIBATCH_SIZE
+        return min(self.batch_size, n_samples)
+
+    def _split_validation(self, X, y, weights, generator):
+        """Indices of the training rows and, with early stopping, the held-out validation set."""
+        n_samples = X.shape[0]
+        if not self.early_stopping:
+            return torch.arange(n_samples, device=X.device), None
+        n_validation = max(1, int(round(self.validation_fraction * n_samples)))
+        if n_samples - n_validation < 2:
+            raise ValueError(
+                f"early_stopping needs at least 2 training rows after holding out "
+                f"validation_fraction={self.validation_fraction}; got n_samples={n_samples}."
+            )
+        order = torch.randperm(n_samples, generator=generator).to(X.device)
+        val, train = order[:n_validation], order[n_validation:]
+        return train, (X[val], y[val], weights[val])
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+def _is_online_update_epoch(epoch, max_iter):
+    """Refresh the evidence ~ONLINE_EVIDENCE_UPDATES times after the burn-in, not at the end."""
+    burn_in = math.ceil(ONLINE_EVIDENCE_BURN_IN * max_iter)
+    every = max(1, (max_iter - burn_in) // ONLINE_EVIDENCE_UPDATES)
+    return burn_in <= epoch < max_iter and (epoch - burn_in) % every == 0
+
+
+def _resolve_device(device):
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device='cuda' was requested but CUDA is not available; use device='auto' or 'cpu'."
+        )
+    return torch.device(device)
+
+
+def _to_cpu(curvature):
+    return type(curvature)(**{k: v.cpu() for k, v in vars(curvature).items()})
+

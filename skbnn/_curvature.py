@@ -1,0 +1,191 @@
+"""Generalized Gauss–Newton curvature of an MLP, kept in an eigenbasis.
+
+The GGN of the weights θ (all of them, or the last layer's) is
+
+    G = Σ_n w_n J_nᵀ Λ_n J_n,      J_n = ∂f(x_n; θ)/∂θ ∈ R^{K×P},
+
+accumulated over minibatches in float64 from :mod:`torch.func` per-sample Jacobians, so the
+Jacobians of all data never exist at once. Every structure is stored as an eigendecomposition
+G = V diag(λ) Vᵀ (the identity basis for ``diag``; V may have fewer columns than P when the data
+determine fewer directions, the rest having eigenvalue 0), because then a prior δ is added exactly,
+log|sG + δI| = Σ log(sλ + δ) is O(P) for any δ and s, and the GLM predictive and sampling need only
+products with V. The evidence code (:mod:`skbnn._evidence`) and the posterior
+(:mod:`skbnn._posterior`) see nothing but ``eigenvalues`` and the two basis changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev, vmap
+
+# Elements of the (batch, K, P) Jacobian block processed at once: 2**22 float64 = 32 MiB.
+_JACOBIAN_BLOCK_ELEMENTS = 2**22
+
+
+def jacobians(
+    module: nn.Module, X: torch.Tensor, param_names: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs f (batch, K) and per-sample Jacobians J (batch, K, P) w.r.t. ``param_names``.
+
+    The columns of J follow ``param_names`` in order, each parameter flattened row-major, the same
+    order as :func:`skbnn._network.flat_parameters`.
+    """
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    differentiated = {name: params[name] for name in param_names}
+
+    def single_output(theta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(module, {**params, **theta}, (x.unsqueeze(0),)).squeeze(0)
+
+    per_param = vmap(jacrev(single_output), in_dims=(None, 0))(differentiated, X)
+    J = torch.cat([per_param[name].flatten(start_dim=2) for name in param_names], dim=2)
+    with torch.no_grad():
+        f = module(X)
+    return f, J
+
+
+def jacobian_batch_size(n_outputs: int, n_params: int) -> int:
+    """Rows per Jacobian block so that one block stays near 32 MiB."""
+    return max(1, _JACOBIAN_BLOCK_ELEMENTS // max(1, n_outputs * n_params))
+
+
+def ggn_factor_blocks(
+    module: nn.Module,
+    likelihood,
+    X: torch.Tensor,
+    weights: torch.Tensor,
+    param_names: Sequence[str],
+) -> Iterator[torch.Tensor]:
+    """Yield blocks of rows of M, with MᵀM = Σ w_n J_nᵀ Λ_n J_n: each row is √w_n (L_nᵀ J_n)_c.
+
+    ``module`` must already be in float64; X and weights on the module's device.
+    """
+    n_params = sum(dict(module.named_parameters())[name].numel() for name in param_names)
+    n_outputs = module(X[:1]).shape[-1]
+    step = jacobian_batch_size(n_outputs, n_params)
+    for begin in range(0, X.shape[0], step):
+        f, J = jacobians(module, X[begin : begin + step], param_names)
+        L = likelihood.output_hessian_sqrt(f)
+        M = torch.einsum("bkc,bkp->bcp", L, J) * weights[begin : begin + step, None, None].sqrt()
+        yield M.reshape(-1, n_params)
+
+
+def ggn_matrix(
+    module: nn.Module,
+    likelihood,
+    X: torch.Tensor,
+    weights: torch.Tensor,
+    param_names: Sequence[str],
+    *,
+    diagonal: bool = False,
+) -> torch.Tensor:
+    """The weighted GGN Σ w_n J_nᵀ Λ_n J_n, as a (P, P) matrix or, with ``diagonal``, its diagonal."""
+    ggn = None
+    for M in ggn_factor_blocks(module, likelihood, X, weights, param_names):
+        block = M.square().sum(0) if diagonal else M.T @ M
+        ggn = block if ggn is None else ggn + block
+    return ggn
+
+
+@dataclass
+class FullCurvature:
+    """A dense GGN G = V diag(λ) Vᵀ with V of shape (P, r), r ≤ P orthonormal columns.
+
+    When r < P (fewer data rows times outputs than parameters) the other P − r eigenvalues are zero:
+    the prior alone sets the posterior in those directions.
+    """
+
+    eigenvalues: torch.Tensor  # (r,)
+    eigenvectors: torch.Tensor  # (P, r)
+
+    structure = "full"
+
+    @classmethod
+    def from_matrix(cls, ggn: torch.Tensor) -> FullCurvature:
+        ggn = 0.5 * (ggn + ggn.T)
+        eigenvalues, eigenvectors = torch.linalg.eigh(ggn)
+        # The GGN is PSD by construction; round-off can only make tiny eigenvalues negative.
+        return cls(eigenvalues.clamp_min(0.0), eigenvectors)
+
+    @classmethod
+    def from_factor(cls, M: torch.Tensor) -> FullCurvature:
+        """Decompose G = MᵀM through the smaller Gram matrix M Mᵀ (rows of M fewer than P)."""
+        eigenvalues, U = torch.linalg.eigh(M @ M.T)
+        keep = eigenvalues > eigenvalues.max().clamp_min(0.0) * M.shape[0] * torch.finfo(M.dtype).eps
+        eigenvalues, U = eigenvalues[keep], U[:, keep]
+        return cls(eigenvalues, (M.T @ U) / eigenvalues.sqrt())
+
+    @property
+    def n_params(self) -> int:
+        return self.eigenvectors.shape[0]
+
+    def to_eigenbasis(self, J: torch.Tensor) -> torch.Tensor:
+        """Coordinates of rows of J (..., P) along the eigenvectors: J V, shape (..., r)."""
+        return J @ self.eigenvectors.to(J.device)
+
+    def from_eigenbasis(self, z: torch.Tensor) -> torch.Tensor:
+        """Map eigenbasis coordinates (..., r) back to parameters: z Vᵀ."""
+        return z @ self.eigenvectors.T.to(z.device)
+
+    def dense(self) -> torch.Tensor:
+        """The GGN as a dense matrix (for tests and small problems)."""
+        return (self.eigenvectors * self.eigenvalues) @ self.eigenvectors.T
+
+
+@dataclass
+class DiagCurvature:
+    """A diagonal GGN: the eigenbasis is the parameter basis itself."""
+
+    eigenvalues: torch.Tensor  # (P,)
+
+    structure = "diag"
+
+    @classmethod
+    def from_diagonal(cls, diagonal: torch.Tensor) -> DiagCurvature:
+        return cls(diagonal.clamp_min(0.0))
+
+    @property
+    def n_params(self) -> int:
+        return self.eigenvalues.shape[0]
+
+    def to_eigenbasis(self, J: torch.Tensor) -> torch.Tensor:
+        return J
+
+    def from_eigenbasis(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def dense(self) -> torch.Tensor:
+        return torch.diag(self.eigenvalues)
+
+
+def spectrum(curvature: FullCurvature | DiagCurvature) -> torch.Tensor:
+    """All P eigenvalues of the GGN, including the zeros outside a low-rank eigenbasis."""
+    missing = curvature.n_params - curvature.eigenvalues.shape[0]
+    return torch.cat([curvature.eigenvalues, curvature.eigenvalues.new_zeros(missing)])
+
+
+def fit_curvature(
+    module: nn.Module,
+    likelihood,
+    X: torch.Tensor,
+    weights: torch.Tensor,
+    param_names: Sequence[str],
+    structure: str,
+) -> FullCurvature | DiagCurvature:
+    """Accumulate the GGN of ``structure`` ("full" or "diag") and decompose it."""
+    if structure == "diag":
+        return DiagCurvature.from_diagonal(
+            ggn_matrix(module, likelihood, X, weights, param_names, diagonal=True)
+        )
+    if structure != "full":
+        raise ValueError(f"Unknown hessian_structure {structure!r}.")
+    n_params = sum(dict(module.named_parameters())[name].numel() for name in param_names)
+    n_rows = X.shape[0] * module(X[:1]).shape[-1]
+    if n_rows < n_params:
+        # Few data, many weights: the rank of G is at most n_rows, so decompose the Gram matrix.
+        blocks = ggn_factor_blocks(module, likelihood, X, weights, param_names)
+        return FullCurvature.from_factor(torch.cat(list(blocks)))
+    return FullCurvature.from_matrix(ggn_matrix(module, likelihood, X, weights, param_names))

@@ -1,0 +1,82 @@
+"""Likelihoods p(y | f): per-sample negative log-likelihood and the output-space curvature.
+
+Each likelihood gives the square root ``L`` of its output Hessian Λ = −∇²_f log p(y | f), with
+``L Lᵀ = Λ``, so that the GGN is accumulated as Σ_n (Lₙᵀ Jₙ)ᵀ (Lₙᵀ Jₙ) without forming Λ.
+
+The Gaussian likelihood's noise is a reference standard deviation per output, σ_k, times a common
+noise scale c that the evidence may tune. Its curvature (``output_hessian_sqrt``) and ``data_fit`` are
+taken at c = 1; the evidence rescales them by 1/c² (:mod:`skbnn._evidence`).
+
+``data_fit`` is the per-sample quantity the evidence needs at the MAP: the squared standardised
+residual ‖(y − f)/σ‖² for the Gaussian, the negative log-likelihood otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+
+class GaussianLikelihood:
+    """Independent Gaussian noise per output with standard deviations ``noise_std`` (K,)."""
+
+    name = "gaussian"
+
+    def __init__(self, noise_std: torch.Tensor):
+        self.noise_std = noise_std
+
+    @property
+    def log_noise_ref(self) -> float:
+        return float(torch.log(self.noise_std).sum())
+
+    def negative_log_likelihood(
+        self, f: torch.Tensor, y: torch.Tensor, noise_scale: float = 1.0
+    ) -> torch.Tensor:
+        """Per-sample −log p(y | f) with noise std ``noise_scale * noise_std``, shape (batch,)."""
+        k = f.shape[-1]
+        log_norm = k * math.log(noise_scale) + self.log_noise_ref + 0.5 * k * math.log(2 * math.pi)
+        return 0.5 * self.data_fit(f, y) / noise_scale**2 + log_norm
+
+    def data_fit(self, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ((y - f) / self.noise_std.to(f)).square().sum(-1)
+
+    def output_hessian_sqrt(self, f: torch.Tensor) -> torch.Tensor:
+        """``L = diag(1/σ)`` broadcast over the batch, shape (batch, K, K)."""
+        precision_sqrt = torch.diag(1.0 / self.noise_std.to(f))
+        return precision_sqrt.expand(f.shape[0], -1, -1)
+
+
+class BernoulliLikelihood:
+    """Binary labels in {0, 1} with one logit: p(y=1 | f) = sigmoid(f)."""
+
+    name = "bernoulli"
+    log_noise_ref = 0.0
+
+    def negative_log_likelihood(self, f: torch.Tensor, y: torch.Tensor, noise_scale=1.0):
+        return F.binary_cross_entropy_with_logits(f[:, 0], y.to(f), reduction="none")
+
+    data_fit = negative_log_likelihood
+
+    def output_hessian_sqrt(self, f: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(f)
+        return torch.sqrt(p * (1 - p)).unsqueeze(-1)
+
+
+class CategoricalLikelihood:
+    """Integer labels in {0, ..., K-1} with a softmax over K logits."""
+
+    name = "categorical"
+    log_noise_ref = 0.0
+
+    def negative_log_likelihood(self, f: torch.Tensor, y: torch.Tensor, noise_scale=1.0):
+        return F.cross_entropy(f, y, reduction="none")
+
+    data_fit = negative_log_likelihood
+
+    def output_hessian_sqrt(self, f: torch.Tensor) -> torch.Tensor:
+        """``L = diag(√p) − p √pᵀ``, which satisfies ``L Lᵀ = diag(p) − p pᵀ`` since Σ p = 1."""
+        p = torch.softmax(f, dim=-1)
+        sqrt_p = p.sqrt()
+        return torch.diag_embed(sqrt_p) - p.unsqueeze(-1) * sqrt_p.unsqueeze(-2)

@@ -1,0 +1,215 @@
+"""The MLP module factory and the MAP training loop.
+
+The network is a plain :class:`torch.nn.Sequential` of ``Linear`` layers and activations, so that
+curvature code can address its parameters by name (``"0.weight"``, ``"0.bias"``, ...) and the last
+``Linear`` layer is always the final module.
+
+Training minimises the negative log joint divided by the (weighted) number of samples,
+
+    L(θ) = (1/N) Σ_n w_n ℓ_n(θ) + δ ‖θ‖² / (2N),
+
+so the Gaussian prior N(0, δ⁻¹I) acts as weight decay of the right strength for any data size.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "logistic": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "identity": nn.Identity,
+}
+
+
+def build_mlp(
+    n_features: int,
+    hidden_layer_sizes: Sequence[int],
+    n_outputs: int,
+    activation: str,
+    *,
+    dtype: torch.dtype,
+    generator: torch.Generator,
+) -> nn.Sequential:
+    """Build an MLP with LeCun-uniform initialisation drawn from ``generator`` only.
+
+    ``hidden_layer_sizes=()`` gives a linear model. Parameters are created with
+    :func:`torch.nn.utils.skip_init` so that torch's global random state is never touched.
+    """
+    sizes = [n_features, *hidden_layer_sizes, n_outputs]
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        linear = torch.nn.utils.skip_init(nn.Linear, fan_in, fan_out, dtype=dtype)
+        bound = 1.0 / math.sqrt(fan_in)
+        with torch.no_grad():
+            linear.weight.uniform_(-bound, bound, generator=generator)
+            linear.bias.uniform_(-bound, bound, generator=generator)
+        layers.append(linear)
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+def last_layer_parameter_names(module: nn.Sequential) -> list[str]:
+    """Names of the weight and bias of the final ``Linear`` layer."""
+    index = len(module) - 1
+    return [f"{index}.weight", f"{index}.bias"]
+
+
+def flat_parameters(module: nn.Module, names: Sequence[str] | None = None) -> torch.Tensor:
+    """Concatenate (a subset of) the module's parameters into one detached vector."""
+    params = dict(module.named_parameters())
+    names = list(params) if names is None else names
+    return torch.cat([params[name].detach().reshape(-1) for name in names])
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation settings of :func:`train_map`, as validated by the estimator."""
+
+    max_iter: int
+    batch_size: int
+    learning_rate_init: float
+    early_stopping: bool = False
+    n_iter_no_change: int = 10
+    tol: float = 1e-4
+    verbose: int = 0
+
+
+@dataclass
+class TrainingResult:
+    loss_curve: list[float] = field(default_factory=list)
+    validation_scores: list[float] = field(default_factory=list)
+    n_iter: int = 0
+    interrupted: bool = False
+
+
+class TrainingDivergedError(ValueError):
+    """The training loss became NaN or infinite (a ValueError: the settings or data are at fault)."""
+
+
+def train_map(
+    module: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    X: torch.Tensor,
+    y: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    config: TrainingConfig,
+    prior_precision: Callable[[], float],
+    generator: torch.Generator,
+    validation: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> TrainingResult:
+    """Find the MAP weights with Adam on minibatches and a cosine learning-rate decay.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        Per-sample negative log-likelihood ``loss_fn(outputs, targets) -> (batch,)``.
+    weights : tensor of shape (n_samples,)
+        Frequency weights; the objective is the weighted mean loss plus the prior term.
+    prior_precision : callable
+        Returns the current prior precision δ; it may change between epochs (online evidence).
+    validation : tuple (X_val, y_val, w_val), optional
+        With ``config.early_stopping``, the weights of the best validation loss are restored.
+    on_epoch_end : callable, optional
+        Called with the 1-based epoch number after each epoch (used for online evidence steps).
+
+    The cosine decay lets the last epochs settle at a mode, which the Laplace approximation assumes.
+    A ``KeyboardInterrupt`` stops training after the current step with a warning; the weights
+    reached so far are kept.
+    """
+    n_samples = X.shape[0]
+    total_weight = float(weights.sum())
+    mean_weight = total_weight / n_samples
+    # The prior's gradient δθ/N is Adam's (coupled, L2) weight decay; δ may change between epochs.
+    optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate_init)
+    steps_per_epoch = math.ceil(n_samples / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.max_iter * steps_per_epoch
+    )
+    result = TrainingResult()
+    best_state, best_score, epochs_without_improvement = None, math.inf, 0
+    full_batch = config.batch_size >= n_samples
+    start = time.perf_counter()
+    try:
+        for epoch in range(1, config.max_iter + 1):
+            order = None if full_batch else torch.randperm(n_samples, generator=generator)
+            delta = prior_precision()
+            for group in optimizer.param_groups:
+                group["weight_decay"] = delta / total_weight
+            epoch_loss = 0.0
+            for begin in range(0, n_samples, config.batch_size):
+                if order is None:
+                    xb, yb, wb = X, y, weights
+                else:
+                    index = order[begin : begin + config.batch_size].to(X.device)
+                    xb, yb, wb = X[index], y[index], weights[index]
+                optimizer.zero_grad(set_to_none=True)
+                # Unbiased minibatch estimate of the weighted mean loss (exact for a full batch).
+                loss = (wb * loss_fn(module(xb), yb)).sum() / (mean_weight * xb.shape[0])
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                epoch_loss += loss.detach() * xb.shape[0]
+            with torch.no_grad():
+                penalty = sum(p.square().sum() for p in module.parameters())
+                epoch_loss = float(epoch_loss / n_samples + 0.5 * delta * penalty / total_weight)
+            if not math.isfinite(epoch_loss):
+                raise TrainingDivergedError(
+                    f"The training loss became {epoch_loss} at epoch {epoch}. Lower "
+                    "learning_rate_init or check the scale of X and y."
+                )
+            result.loss_curve.append(epoch_loss)
+            result.n_iter = epoch
+            if validation is not None:
+                score = _validation_loss(module, loss_fn, *validation)
+                result.validation_scores.append(score)
+                if score < best_score - config.tol * abs(best_score):
+                    best_score, epochs_without_improvement = score, 0
+                    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                else:
+                    epochs_without_improvement += 1
+            if config.verbose and (epoch == 1 or epoch % max(1, config.max_iter // 20) == 0):
+                elapsed = time.perf_counter() - start
+                print(
+                    f"epoch {epoch:>5}/{config.max_iter}  loss {result.loss_curve[-1]:.6f}"
+                    f"  {_progress_bar(epoch / config.max_iter)}  {elapsed:.1f}s",
+                    flush=True,
+                )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+            if config.early_stopping and epochs_without_improvement >= config.n_iter_no_change:
+                break
+    except KeyboardInterrupt:
+        warnings.warn(
+            f"Training interrupted at epoch {result.n_iter}; the posterior is fitted at the "
+            "weights reached so far.",
+            UserWarning,
+            stacklevel=3,
+        )
+        result.interrupted = True
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    return result
+
+
+def _validation_loss(module, loss_fn, X_val, y_val, w_val) -> float:
+    with torch.no_grad():
+        return float((w_val * loss_fn(module(X_val), y_val)).sum() / w_val.sum())
+
+
+def _progress_bar(fraction: float, width: int = 20) -> str:
+    filled = round(fraction * width)
+    return "[" + "#" * filled + "." * (width - filled) + "]"
