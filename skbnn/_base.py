@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import os
 from abc import abstractmethod
 from dataclasses import dataclass
 
@@ -25,8 +26,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from skbnn._curvature import fit_curvature, jacobian_batch_size, jacobians, spectrum
+from skbnn._curvature import fit_curvature, spectrum
 from skbnn._evidence import EvidenceTerms, maximize_log_marginal_likelihood
+from skbnn._jacobians import jacobian_batch_size, jacobians
 from skbnn._network import (
     ACTIVATIONS,
     TrainingConfig,
@@ -40,7 +42,15 @@ from skbnn._posterior import LaplacePosterior
 # batch_size="auto": full-batch (deterministic, best for the evidence) up to this many rows.
 FULL_BATCH_MAX_ROWS = 1024
 AUTO_MINIBATCH_SIZE = 256
-# evidence_tuning="online": refresh δ, σ this many times, after a burn-in of this fraction of epochs.
+# max_iter="auto": about this many optimiser steps, within these many epochs.
+AUTO_TARGET_STEPS = 6000
+# hessian_structure="auto": a dense GGN up to this many posterior parameters (two P×P float64
+# matrices of at most 100 MB, one eigh of a few seconds), KFAC beyond.
+AUTO_FULL_MAX_PARAMS = 2500
+# A dense GGN is refused before training when its matrices would exceed this share of the RAM.
+FULL_GGN_MAX_MEMORY_FRACTION = 0.5
+AUTO_EPOCH_RANGE = (20, 1000)
+# evidence_tuning="online": refresh δ, σ this many times, after this fraction of the epochs.
 ONLINE_EVIDENCE_UPDATES = 20
 ONLINE_EVIDENCE_BURN_IN = 0.1
 
@@ -61,14 +71,14 @@ class BaseLaplaceMLP(BaseEstimator):
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
-        "hessian_structure": [StrOptions({"full", "diag"})],
+        "hessian_structure": [StrOptions({"auto", "full", "kron", "diag"})],
         "subset_of_weights": [StrOptions({"all", "last_layer"})],
         "prior_precision": [
             StrOptions({"evidence"}),
             Interval(numbers.Real, 0, None, closed="neither"),
         ],
         "evidence_tuning": [StrOptions({"online", "posthoc"})],
-        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
         "early_stopping": ["boolean"],
@@ -86,11 +96,11 @@ class BaseLaplaceMLP(BaseEstimator):
         hidden_layer_sizes=(50,),
         activation="tanh",
         *,
-        hessian_structure="full",
+        hessian_structure="auto",
         subset_of_weights="all",
         prior_precision="evidence",
         evidence_tuning="online",
-        max_iter=1000,
+        max_iter="auto",
         batch_size="auto",
         learning_rate_init=1e-2,
         early_stopping=False,
@@ -118,7 +128,7 @@ class BaseLaplaceMLP(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    # -- subclass hooks --------------------------------------------------------------------------
+    # -- subclass hooks ----------------------------------------------------------------------------
 
     @abstractmethod
     def _encode_targets(self, y, sample_weight):
@@ -178,11 +188,16 @@ class BaseLaplaceMLP(BaseEstimator):
             noise_scale=self._fixed_noise_scale() or 1.0,
         )
         param_names = self._posterior_parameter_names(module)
+        structure = self._resolve_structure(module, param_names)
         X_fit, y_fit, w_fit = X_t[train_index], y_t[train_index], w_t[train_index]
+        batch_size = self._resolve_batch_size(X_fit.shape[0])
+        max_iter = self._resolve_max_iter(X_fit.shape[0], batch_size)
 
         def tune_evidence(epoch):
-            if _is_online_update_epoch(epoch, self.max_iter):
-                *_, terms = self._laplace(module, likelihood, X_fit, y_fit, w_fit, param_names)
+            if _is_online_update_epoch(epoch, max_iter):
+                *_, terms = self._laplace(
+                    module, likelihood, X_fit, y_fit, w_fit, param_names, structure
+                )
                 self._maximize_evidence(terms, hyper)
 
         training = train_map(
@@ -192,8 +207,8 @@ class BaseLaplaceMLP(BaseEstimator):
             y_fit,
             w_fit,
             config=TrainingConfig(
-                max_iter=self.max_iter,
-                batch_size=self._resolve_batch_size(X_fit.shape[0]),
+                max_iter=max_iter,
+                batch_size=batch_size,
                 learning_rate_init=self.learning_rate_init,
                 early_stopping=self.early_stopping,
                 n_iter_no_change=self.n_iter_no_change,
@@ -206,18 +221,19 @@ class BaseLaplaceMLP(BaseEstimator):
         )
 
         module64, curvature, terms = self._laplace(
-            module, likelihood, X_fit, y_fit, w_fit, param_names
+            module, likelihood, X_fit, y_fit, w_fit, param_names, structure
         )
         self._maximize_evidence(terms, hyper)
 
         self.module_ = module64.cpu()
         self.posterior_ = LaplacePosterior(
             mean=flat_parameters(self.module_, param_names),
-            curvature=_to_cpu(curvature),
+            curvature=curvature.cpu(),
             prior_precision=hyper.prior_precision,
             noise_scale=hyper.noise_scale,
             param_names=param_names,
         )
+        self.hessian_structure_ = structure
         self._evidence_terms = terms
         self._store_fitted_hyperparameters(hyper, terms)
         self.n_iter_ = training.n_iter
@@ -227,15 +243,13 @@ class BaseLaplaceMLP(BaseEstimator):
         self._mc_seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
         return self
 
-    def _laplace(self, module, likelihood, X, y, weights, param_names):
+    def _laplace(self, module, likelihood, X, y, weights, param_names, structure):
         """The GGN at the current weights (float64) and the evidence's data terms."""
         module64 = copy.deepcopy(module).to(torch.float64)
         X64 = X.to(torch.float64)
         y64 = y.to(torch.float64) if y.is_floating_point() else y
         w64 = weights.to(torch.float64)
-        curvature = fit_curvature(
-            module64, likelihood, X64, w64, param_names, self.hessian_structure
-        )
+        curvature = fit_curvature(module64, likelihood, X64, w64, param_names, structure)
         with torch.no_grad():
             data_fit = float((w64 * likelihood.data_fit(module64(X64), y64)).sum())
         terms = EvidenceTerms(
@@ -261,7 +275,7 @@ class BaseLaplaceMLP(BaseEstimator):
         )
         hyper.prior_precision, hyper.noise_scale = delta, c
 
-    # -- prediction helpers -----------------------------------------------------------------------
+    # -- prediction helpers ------------------------------------------------------------------------
 
     def _validate_for_predict(self, X):
         check_is_fitted(self)
@@ -285,7 +299,7 @@ class BaseLaplaceMLP(BaseEstimator):
         X_t = torch.tensor(X, dtype=torch.float64)
         return jacobians(self.module_, X_t, self.posterior_.param_names)
 
-    # -- small helpers ------------------------------------------------------------------------
+    # -- small helpers -----------------------------------------------------------------------------
 
     def _tunes_online(self):
         tuned = self.prior_precision == "evidence" or self._fixed_noise_scale() is None
@@ -310,12 +324,37 @@ class BaseLaplaceMLP(BaseEstimator):
             return n_samples if n_samples <= FULL_BATCH_MAX_ROWS else AUTO_MINIBATCH_SIZE
         return min(self.batch_size, n_samples)
 
+    def _resolve_structure(self, module, param_names):
+        """The GGN structure to use; refuses a dense GGN that would not fit in memory."""
+        params = dict(module.named_parameters())
+        n_params = sum(params[name].numel() for name in param_names)
+        structure = self.hessian_structure
+        if structure == "auto":
+            structure = "full" if n_params <= AUTO_FULL_MAX_PARAMS else "kron"
+        if structure == "full":
+            needed = 2 * 8 * n_params**2  # the GGN and its eigenvectors, float64
+            available = _physical_memory_bytes() * FULL_GGN_MAX_MEMORY_FRACTION
+            if needed > available:
+                raise ValueError(
+                    f"hessian_structure='full' needs {needed / 2**30:.1f} GiB for the "
+                    f"{n_params}×{n_params} GGN of this network, more than "
+                    f"{available / 2**30:.1f} GiB available; use hessian_structure='kron' or "
+                    "'diag', or subset_of_weights='last_layer'."
+                )
+        return structure
+
+    def _resolve_max_iter(self, n_samples, batch_size):
+        if self.max_iter != "auto":
+            return self.max_iter
+        steps_per_epoch = math.ceil(n_samples / batch_size)
+        return int(np.clip(math.ceil(AUTO_TARGET_STEPS / steps_per_epoch), *AUTO_EPOCH_RANGE))
+
     def _split_validation(self, X, y, weights, generator):
         """Indices of the training rows and, with early stopping, the held-out validation set."""
         n_samples = X.shape[0]
         if not self.early_stopping:
             return torch.arange(n_samples, device=X.device), None
-        n_validation = max(1, int(round(self.validation_fraction * n_samples)))
+        n_validation = max(1, round(self.validation_fraction * n_samples))
         if n_samples - n_validation < 2:
             raise ValueError(
                 f"early_stopping needs at least 2 training rows after holding out "
@@ -338,6 +377,13 @@ def _is_online_update_epoch(epoch, max_iter):
     return burn_in <= epoch < max_iter and (epoch - burn_in) % every == 0
 
 
+def _physical_memory_bytes():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a modest machine
+        return 8 * 2**30
+
+
 def _resolve_device(device):
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -346,8 +392,3 @@ def _resolve_device(device):
             "device='cuda' was requested but CUDA is not available; use device='auto' or 'cpu'."
         )
     return torch.device(device)
-
-
-def _to_cpu(curvature):
-    return type(curvature)(**{k: v.cpu() for k, v in vars(curvature).items()})
-

@@ -20,36 +20,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
 
-# Elements of the (batch, K, P) Jacobian block processed at once: 2**22 float64 = 32 MiB.
-_JACOBIAN_BLOCK_ELEMENTS = 2**22
-
-
-def jacobians(
-    module: nn.Module, X: torch.Tensor, param_names: Sequence[str]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Outputs f (batch, K) and per-sample Jacobians J (batch, K, P) w.r.t. ``param_names``.
-
-    The columns of J follow ``param_names`` in order, each parameter flattened row-major, the same
-    order as :func:`skbnn._network.flat_parameters`.
-    """
-    params = {name: p.detach() for name, p in module.named_parameters()}
-    differentiated = {name: params[name] for name in param_names}
-
-    def single_output(theta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(module, {**params, **theta}, (x.unsqueeze(0),)).squeeze(0)
-
-    per_param = vmap(jacrev(single_output), in_dims=(None, 0))(differentiated, X)
-    J = torch.cat([per_param[name].flatten(start_dim=2) for name in param_names], dim=2)
-    with torch.no_grad():
-        f = module(X)
-    return f, J
-
-
-def jacobian_batch_size(n_outputs: int, n_params: int) -> int:
-    """Rows per Jacobian block so that one block stays near 32 MiB."""
-    return max(1, _JACOBIAN_BLOCK_ELEMENTS // max(1, n_outputs * n_params))
+from skbnn._jacobians import jacobian_batch_size, jacobians
+from skbnn._kron import KronCurvature, fit_kron_curvature
 
 
 def ggn_factor_blocks(
@@ -82,7 +55,7 @@ def ggn_matrix(
     *,
     diagonal: bool = False,
 ) -> torch.Tensor:
-    """The weighted GGN Σ w_n J_nᵀ Λ_n J_n, as a (P, P) matrix or, with ``diagonal``, its diagonal."""
+    """The weighted GGN Σ w_n J_nᵀ Λ_n J_n as a (P, P) matrix, or with ``diagonal`` its diagonal."""
     ggn = None
     for M in ggn_factor_blocks(module, likelihood, X, weights, param_names):
         block = M.square().sum(0) if diagonal else M.T @ M
@@ -114,13 +87,18 @@ class FullCurvature:
     def from_factor(cls, M: torch.Tensor) -> FullCurvature:
         """Decompose G = MᵀM through the smaller Gram matrix M Mᵀ (rows of M fewer than P)."""
         eigenvalues, U = torch.linalg.eigh(M @ M.T)
-        keep = eigenvalues > eigenvalues.max().clamp_min(0.0) * M.shape[0] * torch.finfo(M.dtype).eps
+        keep = (
+            eigenvalues > eigenvalues.max().clamp_min(0.0) * M.shape[0] * torch.finfo(M.dtype).eps
+        )
         eigenvalues, U = eigenvalues[keep], U[:, keep]
         return cls(eigenvalues, (M.T @ U) / eigenvalues.sqrt())
 
     @property
     def n_params(self) -> int:
         return self.eigenvectors.shape[0]
+
+    def cpu(self) -> FullCurvature:
+        return FullCurvature(self.eigenvalues.cpu(), self.eigenvectors.cpu())
 
     def to_eigenbasis(self, J: torch.Tensor) -> torch.Tensor:
         """Coordinates of rows of J (..., P) along the eigenvectors: J V, shape (..., r)."""
@@ -151,6 +129,9 @@ class DiagCurvature:
     def n_params(self) -> int:
         return self.eigenvalues.shape[0]
 
+    def cpu(self) -> DiagCurvature:
+        return DiagCurvature(self.eigenvalues.cpu())
+
     def to_eigenbasis(self, J: torch.Tensor) -> torch.Tensor:
         return J
 
@@ -174,12 +155,14 @@ def fit_curvature(
     weights: torch.Tensor,
     param_names: Sequence[str],
     structure: str,
-) -> FullCurvature | DiagCurvature:
-    """Accumulate the GGN of ``structure`` ("full" or "diag") and decompose it."""
+) -> FullCurvature | DiagCurvature | KronCurvature:
+    """Accumulate the GGN of ``structure`` ("full", "kron" or "diag") and decompose it."""
     if structure == "diag":
         return DiagCurvature.from_diagonal(
             ggn_matrix(module, likelihood, X, weights, param_names, diagonal=True)
         )
+    if structure == "kron":
+        return fit_kron_curvature(module, likelihood, X, weights, param_names)
     if structure != "full":
         raise ValueError(f"Unknown hessian_structure {structure!r}.")
     n_params = sum(dict(module.named_parameters())[name].numel() for name in param_names)

@@ -115,7 +115,9 @@ def maximize_log_marginal_likelihood(
     a Gaussian likelihood.
     """
     free = np.array([prior_precision is None, noise_scale is None and terms.gaussian])
-    x = np.log([init[0] if free[0] else prior_precision, init[1] if noise_scale is None else noise_scale])
+    x = np.log(
+        [init[0] if free[0] else prior_precision, init[1] if noise_scale is None else noise_scale]
+    )
     lower = np.log([PRIOR_PRECISION_BOUNDS[0], NOISE_SCALE_BOUNDS[0]])
     upper = np.log([PRIOR_PRECISION_BOUNDS[1], NOISE_SCALE_BOUNDS[1]])
     x = np.where(free, np.clip(x, lower, upper), x)
@@ -145,5 +147,11 @@ def maximize_log_marginal_likelihood(
         x, current = candidate, new
         if moved < 1e-13:
             break
-    delta, c = np.exp(x)
-    return float(delta), float(c), log_marginal_likelihood(terms, delta, c)
+    delta = float(np.exp(x[0])) if free[0] else prior_precision
+    c = float(np.exp(x[1])) if free[1] else x_fixed_noise(noise_scale, init)
+    return delta, c, log_marginal_likelihood(terms, delta, c)
+
+
+def x_fixed_noise(noise_scale, init):
+    """The noise scale when it is not optimised: the fixed value, else the initial one."""
+    return init[1] if noise_scale is None else noise_scale

@@ -4,8 +4,8 @@ Each likelihood gives the square root ``L`` of its output Hessian Λ = −∇²_
 ``L Lᵀ = Λ``, so that the GGN is accumulated as Σ_n (Lₙᵀ Jₙ)ᵀ (Lₙᵀ Jₙ) without forming Λ.
 
 The Gaussian likelihood's noise is a reference standard deviation per output, σ_k, times a common
-noise scale c that the evidence may tune. Its curvature (``output_hessian_sqrt``) and ``data_fit`` are
-taken at c = 1; the evidence rescales them by 1/c² (:mod:`skbnn._evidence`).
+noise scale c that the evidence may tune. Its curvature (``output_hessian_sqrt``) and ``data_fit``
+are taken at c = 1; the evidence rescales them by 1/c² (:mod:`skbnn._evidence`).
 
 ``data_fit`` is the per-sample quantity the evidence needs at the MAP: the squared standardised
 residual ‖(y − f)/σ‖² for the Gaussian, the negative log-likelihood otherwise.

@@ -13,6 +13,7 @@ so the Gaussian prior N(0, δ⁻¹I) acts as weight decay of the right strength 
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -48,7 +49,7 @@ def build_mlp(
     """
     sizes = [n_features, *hidden_layer_sizes, n_outputs]
     layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         linear = torch.nn.utils.skip_init(nn.Linear, fan_in, fan_out, dtype=dtype)
         bound = 1.0 / math.sqrt(fan_in)
         with torch.no_grad():
@@ -95,7 +96,7 @@ class TrainingResult:
 
 
 class TrainingDivergedError(ValueError):
-    """The training loss became NaN or infinite (a ValueError: the settings or data are at fault)."""
+    """The training loss became NaN or infinite (a ValueError: settings or data are at fault)."""
 
 
 def train_map(

@@ -37,8 +37,11 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         over the logits (repeatable: seeded at fit), or the Laplace bridge.
     n_samples : int, default=1000
         Number of logit samples with ``link_approx="mc"``.
-    hessian_structure : {"full", "diag"}, default="full"
-        Structure of the GGN: dense over all posterior weights, or its diagonal.
+    hessian_structure : {"auto", "full", "kron", "diag"}, default="auto"
+        Structure of the GGN: dense over all posterior weights, Kronecker-factored per layer
+        (KFAC), or diagonal. ``"auto"`` is ``"full"`` up to 2500 posterior weights and ``"kron"``
+        beyond; the choice is stored in ``hessian_structure_``. A dense GGN too large for the
+        machine's memory is refused before training.
     subset_of_weights : {"all", "last_layer"}, default="all"
         Weights with a posterior; the others are fixed at their MAP values.
     prior_precision : "evidence" or float, default="evidence"
@@ -46,8 +49,9 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         it by the marginal likelihood.
     evidence_tuning : {"online", "posthoc"}, default="online"
         When δ is re-estimated: during training as well (online) or only after it (post hoc).
-    max_iter : int, default=1000
-        Number of training epochs.
+    max_iter : "auto" or int, default="auto"
+        Number of training epochs. ``"auto"`` aims at about 6000 optimiser steps, within 20 to 1000
+        epochs: 1000 full-batch epochs for up to 1024 rows, fewer epochs of minibatches beyond.
     batch_size : "auto" or int, default="auto"
         Minibatch size; ``"auto"`` trains full-batch up to 1024 rows, else uses batches of 256.
     learning_rate_init : float, default=0.01
@@ -75,6 +79,8 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         The trained network (float64, on the CPU), mapping X to logits.
     posterior_ : LaplacePosterior
         The Gaussian posterior over the weights in ``posterior_.param_names``.
+    hessian_structure_ : str
+        The GGN structure used ("full", "kron" or "diag").
     prior_precision_ : float
         The prior precision δ used by the posterior.
     log_marginal_likelihood_value_ : float
@@ -128,11 +134,11 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         *,
         link_approx="probit",
         n_samples=1000,
-        hessian_structure="full",
+        hessian_structure="auto",
         subset_of_weights="all",
         prior_precision="evidence",
         evidence_tuning="online",
-        max_iter=1000,
+        max_iter="auto",
         batch_size="auto",
         learning_rate_init=1e-2,
         early_stopping=False,
@@ -252,7 +258,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         self.prior_precision_ = hyper.prior_precision
         self.log_marginal_likelihood_value_ = log_marginal_likelihood(terms, hyper.prior_precision)
 
-    # -- helpers ------------------------------------------------------------------------------------
+    # -- helpers -----------------------------------------------------------------------------------
 
     def _predict_proba_tensor(self, X):
         mean, cov = self._glm_outputs(X)

@@ -12,8 +12,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from skbnn._base import BaseLaplaceMLP
-from skbnn._curvature import jacobian_batch_size
 from skbnn._evidence import log_marginal_likelihood
+from skbnn._jacobians import jacobian_batch_size
 from skbnn._likelihoods import GaussianLikelihood
 
 
@@ -39,8 +39,11 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
     normalize_y : bool, default=True
         Standardise y (weighted mean and std) before training; everything reported is in the
         original units.
-    hessian_structure : {"full", "diag"}, default="full"
-        Structure of the GGN: dense over all posterior weights, or its diagonal.
+    hessian_structure : {"auto", "full", "kron", "diag"}, default="auto"
+        Structure of the GGN: dense over all posterior weights, Kronecker-factored per layer
+        (KFAC), or diagonal. ``"auto"`` is ``"full"`` up to 2500 posterior weights and ``"kron"``
+        beyond; the choice is stored in ``hessian_structure_``. A dense GGN too large for the
+        machine's memory is refused before training.
     subset_of_weights : {"all", "last_layer"}, default="all"
         Weights with a posterior; the others are fixed at their MAP values.
     prior_precision : "evidence" or float, default="evidence"
@@ -51,8 +54,9 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         after a 10% burn-in, so that the weight decay is the one the evidence chooses
         (Immer et al. 2021); with ``"posthoc"`` they are tuned only after training. Both finish
         with a post-hoc maximisation at the final weights.
-    max_iter : int, default=1000
-        Number of training epochs.
+    max_iter : "auto" or int, default="auto"
+        Number of training epochs. ``"auto"`` aims at about 6000 optimiser steps, within 20 to 1000
+        epochs: 1000 full-batch epochs for up to 1024 rows, fewer epochs of minibatches beyond.
     batch_size : "auto" or int, default="auto"
         Minibatch size; ``"auto"`` trains full-batch up to 1024 rows, else uses batches of 256.
     learning_rate_init : float, default=0.01
@@ -79,6 +83,8 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         The trained network (float64, on the CPU), mapping X to standardised targets.
     posterior_ : LaplacePosterior
         The Gaussian posterior over the weights in ``posterior_.param_names``.
+    hessian_structure_ : str
+        The GGN structure used ("full", "kron" or "diag").
     prior_precision_ : float
         The prior precision δ used by the posterior.
     sigma_noise_ : float or ndarray of shape (n_targets,)
@@ -149,11 +155,11 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         *,
         sigma_noise="evidence",
         normalize_y=True,
-        hessian_structure="full",
+        hessian_structure="auto",
         subset_of_weights="all",
         prior_precision="evidence",
         evidence_tuning="online",
-        max_iter=1000,
+        max_iter="auto",
         batch_size="auto",
         learning_rate_init=1e-2,
         early_stopping=False,
@@ -281,7 +287,9 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         noise = torch.randn(f_samples.shape, generator=generator, dtype=f_samples.dtype)
         noise_std = torch.as_tensor(self._sigma_noise_per_output())[None, :, None]
         scale = torch.as_tensor(self._y_scale)[None, :, None]
-        samples = (f_samples * scale + torch.as_tensor(self._y_mean)[None, :, None]) + noise * noise_std
+        samples = (
+            f_samples * scale + torch.as_tensor(self._y_mean)[None, :, None]
+        ) + noise * noise_std
         samples = samples.numpy()
         return samples[:, 0, :] if self._y_1d else samples
 
@@ -331,7 +339,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             terms, hyper.prior_precision, hyper.noise_scale
         ) - terms.n_data * float(np.log(self._y_scale).sum())
 
-    # -- helpers ------------------------------------------------------------------------------------
+    # -- helpers -----------------------------------------------------------------------------------
 
     def _sigma_noise_per_output(self):
         return np.atleast_1d(self.sigma_noise_).astype(np.float64)

@@ -1,0 +1,38 @@
+"""Per-sample Jacobians of a network's outputs with respect to (some of) its parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev, vmap
+
+# Elements of the (batch, K, P) Jacobian block processed at once: 2**22 float64 = 32 MiB.
+_JACOBIAN_BLOCK_ELEMENTS = 2**22
+
+
+def jacobians(
+    module: nn.Module, X: torch.Tensor, param_names: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs f (batch, K) and per-sample Jacobians J (batch, K, P) w.r.t. ``param_names``.
+
+    The columns of J follow ``param_names`` in order, each parameter flattened row-major, the same
+    order as :func:`skbnn._network.flat_parameters`.
+    """
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    differentiated = {name: params[name] for name in param_names}
+
+    def single_output(theta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(module, {**params, **theta}, (x.unsqueeze(0),)).squeeze(0)
+
+    per_param = vmap(jacrev(single_output), in_dims=(None, 0))(differentiated, X)
+    J = torch.cat([per_param[name].flatten(start_dim=2) for name in param_names], dim=2)
+    with torch.no_grad():
+        f = module(X)
+    return f, J
+
+
+def jacobian_batch_size(n_outputs: int, n_params: int) -> int:
+    """Rows per Jacobian block so that one block stays near 32 MiB."""
+    return max(1, _JACOBIAN_BLOCK_ELEMENTS // max(1, n_outputs * n_params))
