@@ -299,6 +299,15 @@ class BaseLaplaceMLP(BaseEstimator):
         X_t = torch.tensor(X, dtype=torch.float64)
         return jacobians(self.module_, X_t, self.posterior_.param_names)
 
+    def _output_kernel(self, X, Y=None, prior=False):
+        """J(X) Σ J(Y)ᵀ (or J P₀⁻¹ Jᵀ) in output space, shape (n_X, K, n_Y, K), float64."""
+        X = self._validate_for_predict(X)
+        _, J_x = self._glm_jacobians(X)
+        J_y = J_x if Y is None else self._glm_jacobians(self._validate_for_predict(Y))[1]
+        if prior:
+            return torch.einsum("akp,blp->akbl", J_x, J_y) / self.posterior_.prior_precision
+        return self.posterior_.functional_cross_covariance(J_x, J_y)
+
     # -- small helpers -----------------------------------------------------------------------------
 
     def _tunes_online(self):

@@ -28,10 +28,13 @@ def probit_proba(mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scaled, dim=-1)
 
 
-def mc_proba(
+def link_samples(
     mean: torch.Tensor, cov: torch.Tensor, n_samples: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """Monte Carlo average of the link over N(mean, cov) with shared draws across rows."""
+    """Class probabilities of logit samples from N(mean, cov), shape (batch, n_samples, classes).
+
+    The same standard normal draws serve every row, so a row's samples do not depend on the batch.
+    """
     k = mean.shape[-1]
     eye = torch.eye(k, dtype=cov.dtype, device=cov.device)
     scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1.0)[:, None, None]
@@ -39,9 +42,16 @@ def mc_proba(
     z = torch.randn((n_samples, k), generator=generator, dtype=mean.dtype).to(mean.device)
     logits = mean[:, None, :] + torch.einsum("bkl,sl->bsk", chol, z)
     if k == 1:
-        p = torch.sigmoid(logits).mean(1)
+        p = torch.sigmoid(logits)
         return torch.cat([1 - p, p], dim=-1)
-    return torch.softmax(logits, dim=-1).mean(1)
+    return torch.softmax(logits, dim=-1)
+
+
+def mc_proba(
+    mean: torch.Tensor, cov: torch.Tensor, n_samples: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Monte Carlo average of the link over N(mean, cov) with shared draws across rows."""
+    return link_samples(mean, cov, n_samples, generator).mean(1)
 
 
 def bridge_proba(mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:

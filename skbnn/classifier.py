@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
@@ -14,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from skbnn._base import BaseLaplaceMLP
 from skbnn._evidence import log_marginal_likelihood
 from skbnn._likelihoods import BernoulliLikelihood, CategoricalLikelihood
-from skbnn._predictive import bridge_proba, mc_proba, probit_proba
+from skbnn._predictive import bridge_proba, link_samples, mc_proba, probit_proba
 
 
 class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
@@ -225,6 +226,53 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
+    def predict_uncertainty(self, X):
+        """Predictive entropy split into aleatoric and epistemic parts (BALD).
+
+        With S logit samples f_s ~ N(f(x; θ*), J Σ Jᵀ) (``n_samples`` of them, seeded at fit):
+        the total uncertainty is the entropy of the mean prediction H[p̄]; the aleatoric part is
+        the expected entropy E_s H[p_s], what remains with the weights known; the epistemic part
+        is their difference, the mutual information between the label and the weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Query points.
+
+        Returns
+        -------
+        result : Bunch
+            ``proba`` (the Monte Carlo predictive, shape (n_samples, n_classes)),
+            ``predictive_entropy``, ``expected_entropy`` and ``mutual_information`` (in nats,
+            shape (n_samples,)).
+        """
+        mean, cov = self._glm_outputs(self._validate_for_predict(X))
+        generator = torch.Generator().manual_seed(self._mc_seed)
+        samples = link_samples(mean, cov, self.n_samples, generator)  # (n, S, n_classes)
+        proba = samples.mean(1)
+        total = _entropy(proba)
+        expected = _entropy(samples).mean(1)
+        return Bunch(
+            proba=proba.numpy(),
+            predictive_entropy=total.numpy(),
+            expected_entropy=expected.numpy(),
+            mutual_information=(total - expected).clamp_min(0.0).numpy(),
+        )
+
+    def kernel(self, X, Y=None, *, prior=False):
+        """The linearised network's Gaussian-process kernel over the logits.
+
+        k(x, x') = J(x) Σ J(x')ᵀ, the posterior covariance of the logits (Khan et al. 2019), or
+        with ``prior=True`` the prior kernel J(x) P₀⁻¹ J(x')ᵀ = J Jᵀ/δ.
+
+        Returns
+        -------
+        K : ndarray of shape (n_samples_X, n_samples_Y) for binary problems (one logit), else
+            (n_samples_X, n_samples_Y, n_classes, n_classes).
+        """
+        K = self._output_kernel(X, Y, prior=prior).permute(0, 2, 1, 3).numpy()
+        return K[:, :, 0, 0] if K.shape[-1] == 1 else K
+
     def log_marginal_likelihood(self, prior_precision=None):
         """Laplace log evidence at ``prior_precision`` (default: the fitted δ)."""
         check_is_fitted(self)
@@ -269,3 +317,8 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         if self.link_approx == "bridge":
             return bridge_proba(mean, cov)
         return probit_proba(mean, cov)
+
+
+def _entropy(p):
+    """Entropy in nats over the last axis, with 0 log 0 = 0."""
+    return -torch.special.xlogy(p, p).sum(-1)

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 import torch
 from sklearn.base import RegressorMixin, _fit_context
-from sklearn.utils import check_random_state
+from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -252,6 +252,61 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
     def predict_std(self, X):
         """Predictive standard deviation √(J Σ Jᵀ + σ²), the same as ``predict(X, True)[1]``."""
         return self.predict(X, return_std=True)[1]
+
+    def predict_uncertainty(self, X):
+        """Split the predictive standard deviation into its epistemic and aleatoric parts.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Query points.
+
+        Returns
+        -------
+        result : Bunch
+            ``mean``; ``epistemic_std`` = √diag(J Σ Jᵀ), the model's ignorance, which shrinks with
+            more data; ``aleatoric_std`` = σ, the observation noise; ``total_std`` =
+            √(epistemic² + aleatoric²), the std of :meth:`predict`. Arrays of shape (n_samples,)
+            or (n_samples, n_targets).
+        """
+        X = self._validate_for_predict(X)
+        scale = torch.as_tensor(self._y_scale)
+        f, cov = self._glm_outputs(X)
+        epistemic = torch.diagonal(cov, dim1=1, dim2=2).sqrt() * scale
+        aleatoric = torch.as_tensor(self._sigma_noise_per_output()).expand_as(epistemic)
+        return Bunch(
+            mean=self._to_output(f * scale + torch.as_tensor(self._y_mean)),
+            epistemic_std=self._to_output(epistemic),
+            aleatoric_std=self._to_output(aleatoric),
+            total_std=self._to_output((epistemic**2 + aleatoric**2).sqrt()),
+        )
+
+    def kernel(self, X, Y=None, *, prior=False):
+        """The linearised network's Gaussian-process kernel, in the units of y².
+
+        The GLM predictive is a Gaussian process (Khan et al. 2019) whose posterior kernel is
+        k(x, x') = J(x) Σ J(x')ᵀ, the covariance of the latent function; with ``prior=True`` it is
+        the prior kernel J(x) P₀⁻¹ J(x')ᵀ = J Jᵀ/δ (an empirical NTK scaled by 1/δ). Neither
+        includes the observation noise.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples_X, n_features)
+        Y : array-like of shape (n_samples_Y, n_features), default=None
+            Defaults to X.
+        prior : bool, default=False
+            Return the prior instead of the posterior kernel.
+
+        Returns
+        -------
+        K : ndarray of shape (n_samples_X, n_samples_Y), or
+            (n_samples_X, n_samples_Y, n_targets, n_targets) for 2-D y.
+        """
+        K = self._output_kernel(X, Y, prior=prior)  # (n_X, k, n_Y, l)
+        scale = torch.as_tensor(self._y_scale)
+        K = K * scale[None, :, None, None] * scale[None, None, None, :]
+        K = K.permute(0, 2, 1, 3).numpy()
+        return K[:, :, 0, 0] if self._y_1d else K
 
     def sample_y(self, X, n_samples=1, random_state=0):
         """Draw joint samples of y at X from the GLM predictive.

@@ -298,3 +298,42 @@ def test_gpu_fit_matches_cpu_and_stores_cpu_state(regression_data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.all(np.isfinite(pickle.loads(pickle.dumps(gpu)).predict_std(X)))
+
+
+def test_regression_uncertainty_decomposition_and_kernel(fitted_regressor, regression_data):
+    X = regression_data[0][:6]
+    parts = fitted_regressor.predict_uncertainty(X)
+    mean, std = fitted_regressor.predict(X, return_std=True)
+    assert_allclose(parts.mean, mean)
+    assert_allclose(parts.total_std, std, rtol=1e-12)
+    assert_allclose(parts.aleatoric_std, fitted_regressor.sigma_noise_)
+    assert_allclose(parts.epistemic_std**2 + parts.aleatoric_std**2, std**2, rtol=1e-12)
+    K = fitted_regressor.kernel(X)
+    assert K.shape == (6, 6)
+    assert_allclose(K, K.T, rtol=1e-10, atol=1e-12)
+    assert np.linalg.eigvalsh(K).min() > -1e-8 * np.abs(K).max()
+    assert_allclose(np.diag(K), parts.epistemic_std**2, rtol=1e-10)
+    # The predictive covariance is the kernel plus the noise.
+    _, cov = fitted_regressor.predict(X, return_cov=True)
+    assert_allclose(cov, K + fitted_regressor.sigma_noise_**2 * np.eye(6), rtol=1e-10)
+    prior = fitted_regressor.kernel(X, regression_data[0][:3], prior=True)
+    assert prior.shape == (6, 3)
+    # Conditioning on data can only shrink the variance.
+    assert np.all(np.diag(fitted_regressor.kernel(X, prior=True)) >= np.diag(K))
+
+
+def test_classification_uncertainty_decomposition_and_kernel(
+    fitted_classifier, classification_data
+):
+    X = classification_data[0][:8]
+    parts = fitted_classifier.predict_uncertainty(X)
+    assert_allclose(parts.proba.sum(1), 1.0)
+    assert np.all(parts.mutual_information >= 0)
+    assert_allclose(
+        parts.predictive_entropy, parts.expected_entropy + parts.mutual_information, atol=1e-12
+    )
+    assert np.all(parts.predictive_entropy <= np.log(3) + 1e-12)
+    K = fitted_classifier.kernel(X)
+    assert K.shape == (8, 8, 3, 3)
+    _, cov = fitted_classifier._glm_outputs(X)
+    assert_allclose(np.einsum("iikl->ikl", K), cov.numpy(), rtol=1e-10)

@@ -257,3 +257,35 @@ def test_evidence_maximiser_is_a_stationary_point(gaussian):
     assert_allclose(delta, gamma / terms.map_norm_sq, rtol=1e-8)
     if gaussian:
         assert_allclose(c**2, terms.data_fit / (terms.n_data - gamma), rtol=1e-8)
+
+
+def test_logistic_regression_laplace_equals_numpy_newton_reference():
+    """One logit, no hidden layer: Bayesian logistic regression with MacKay's probit predictive."""
+    from skbnn import LaplaceMLPClassifier
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(100, 2)
+    y = (X @ np.array([1.5, -1.0]) + 0.3 + rng.logistic(size=100) > 0).astype(int)
+    clf = LaplaceMLPClassifier(
+        hidden_layer_sizes=(), prior_precision=DELTA, max_iter=3000, learning_rate_init=0.05,
+        random_state=0,
+    ).fit(X, y)
+
+    # Independent reference: Newton's method on the log posterior, then the Hessian.
+    Phi = with_bias(X)
+    w = np.zeros(3)
+    for _ in range(100):
+        p = 1 / (1 + np.exp(-Phi @ w))
+        precision = Phi.T @ (Phi * (p * (1 - p))[:, None]) + DELTA * np.eye(3)
+        w -= np.linalg.solve(precision, Phi.T @ (p - y) + DELTA * w)
+    p = 1 / (1 + np.exp(-Phi @ w))
+    covariance = np.linalg.inv(Phi.T @ (Phi * (p * (1 - p))[:, None]) + DELTA * np.eye(3))
+
+    assert_allclose(clf.posterior_.mean.numpy(), w, atol=1e-5)
+    assert_allclose(clf.posterior_.covariance().numpy(), covariance, atol=1e-5)
+    X_test = rng.randn(5, 2) * 3
+    Phi_test = with_bias(X_test)
+    m = Phi_test @ w
+    v = np.einsum("ij,jk,ik->i", Phi_test, covariance, Phi_test)
+    mackay = 1 / (1 + np.exp(-m / np.sqrt(1 + np.pi * v / 8)))
+    assert_allclose(clf.predict_proba(X_test)[:, 1], mackay, atol=1e-5)
