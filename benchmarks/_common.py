@@ -45,3 +45,46 @@ def mean_se(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(
         values
     ) > 1 else 0.0
+
+
+CLASSIFICATION_SETS = ["australian", "breast_cancer", "ionosphere", "glass", "digits"]
+# The seeds of Immer, Korzepa & Bauer's UCI classification protocol (data README).
+CLASSIFICATION_SEEDS = [711, 1, 75, 359, 17, 420, 129, 666, 69, 36]
+
+
+def load_uci_classification(name: str, data_dir: Path = DATA_DIR):
+    """All rows (X, y) of a classification set; ``digits`` comes with scikit-learn."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        return load_digits(return_X_y=True)
+    folder = data_dir / "uci_classification" / name
+    if name in ("australian", "breast_cancer"):
+        stem = f"{name}_scale"
+        parts = [
+            (np.loadtxt(folder / f"{stem}_X_{s}.csv"), np.loadtxt(folder / f"{stem}_y_{s}.csv"))
+            for s in ("tr", "te")
+        ]
+        X = np.vstack([p[0] for p in parts])
+        y = np.concatenate([p[1] for p in parts])
+    elif name == "glass":
+        X, y = np.loadtxt(folder / "X.txt"), np.loadtxt(folder / "Y.txt")
+    elif name == "ionosphere":
+        data = np.loadtxt(folder / "ionosphere.data", delimiter=",")
+        X, y = data[:, :-1], data[:, -1]
+    else:
+        raise ValueError(f"unknown classification set {name!r}")
+    return X, y.astype(int)
+
+
+def classification_split(X, y, seed: int):
+    """The 70 / 15 / 15 stratified train / test / validation split of the protocol."""
+    from sklearn.model_selection import train_test_split
+
+    X_train, X_rest, y_train, y_rest = train_test_split(
+        X, y, train_size=0.7, random_state=seed, shuffle=True, stratify=y
+    )
+    X_test, X_val, y_test, y_val = train_test_split(
+        X_rest, y_rest, train_size=0.5, random_state=seed, shuffle=True, stratify=y_rest
+    )
+    return X_train, y_train, X_test, y_test, X_val, y_val

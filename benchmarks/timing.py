@@ -21,12 +21,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_uci_regression, write_section  # noqa: E402
+from _common import load_uci_regression, write_section
 
-from skbnn import LaplaceMLPRegressor  # noqa: E402
-from skbnn._curvature import fit_curvature  # noqa: E402
-from skbnn._evidence import maximize_log_marginal_likelihood  # noqa: E402
-from skbnn._likelihoods import GaussianLikelihood  # noqa: E402
+from skbnn import LaplaceMLPRegressor
+from skbnn._curvature import fit_curvature
+from skbnn._evidence import maximize_log_marginal_likelihood
+from skbnn._likelihoods import GaussianLikelihood
 
 
 def main():
@@ -45,16 +45,21 @@ def main():
         weights = torch.ones(len(X), dtype=torch.float64)
         likelihood = GaussianLikelihood(torch.ones(1, dtype=torch.float64))
         start = time.perf_counter()
-        fit_curvature(reg.module_, likelihood, X, weights, reg.posterior_.param_names,
-                      reg.hessian_structure_)
+        fit_curvature(
+            reg.module_, likelihood, X, weights, reg.posterior_.param_names, reg.hessian_structure_
+        )
         curvature = time.perf_counter() - start
         start = time.perf_counter()
-        maximize_log_marginal_likelihood(reg._evidence_terms, prior_precision=None,
-                                         noise_scale=None)
+        maximize_log_marginal_likelihood(
+            reg._evidence_terms, prior_precision=None, noise_scale=None
+        )
         evidence = time.perf_counter() - start
         rows.append((fit, total, curvature, evidence))
-        print(f"fit {fit:.1f}s  fit+predict {total:.1f}s  GGN+eigh {curvature:.2f}s  "
-              f"evidence {evidence * 1e3:.1f}ms", flush=True)
+        print(
+            f"fit {fit:.1f}s  fit+predict {total:.1f}s  GGN+eigh {curvature:.2f}s  "
+            f"evidence {evidence * 1e3:.1f}ms",
+            flush=True,
+        )
     fit, total, curvature, evidence = np.median(rows, axis=0)
     body = (
         "`python benchmarks/timing.py` — default `LaplaceMLPRegressor` in a StandardScaler "
@@ -62,7 +67,8 @@ def main():
         f"features, {reg.posterior_.n_params} weights, structure `{reg.hessian_structure_}`), "
         f"median of 3 fits; {platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}.\n\n"
-        "| fit | fit + predict (819 rows) | of which: final GGN + eigh | evidence tuning of δ, σ |\n"
+        "| fit | fit + predict (819 rows) | of which: final GGN + eigh "
+        "| evidence tuning of δ, σ |\n"
         "|---|---|---|---|\n"
         f"| {fit:.1f} s | {total:.1f} s | {curvature:.2f} s | {evidence * 1e3:.1f} ms |\n\n"
         "The evidence tuning is the Newton maximisation of the Laplace evidence on the cached "

@@ -17,7 +17,7 @@ import math
 import numbers
 import os
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -26,18 +26,21 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from skbnn._curvature import fit_curvature, spectrum
+from skbnn._curvature import accumulate_curvature, fit_curvature, spectrum
 from skbnn._evidence import EvidenceTerms, maximize_log_marginal_likelihood
 from skbnn._jacobians import jacobian_batch_size, jacobians
 from skbnn._network import (
     ACTIVATIONS,
     TrainingConfig,
+    TrainingDivergedError,
     build_mlp,
     flat_parameters,
     last_layer_parameter_names,
+    layer_sizes,
     train_map,
 )
 from skbnn._posterior import LaplacePosterior
+from skbnn._variational import fit_glm_vi
 
 # batch_size="auto": full-batch (deterministic, best for the evidence) up to this many rows.
 FULL_BATCH_MAX_ROWS = 1024
@@ -55,6 +58,9 @@ ONLINE_EVIDENCE_UPDATES = 20
 ONLINE_EVIDENCE_BURN_IN = 0.1
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# A fixed prior precision (and a fixed noise std over the std of y) must lie in this range: beyond
+# it the weight decay or 1/σ² of the training loss overflow float32, or the posterior float64.
+FIXED_HYPERPARAMETER_RANGE = (1e-12, 1e12)
 
 
 @dataclass
@@ -77,7 +83,9 @@ class BaseLaplaceMLP(BaseEstimator):
             StrOptions({"evidence"}),
             Interval(numbers.Real, 0, None, closed="neither"),
         ],
+        "prior_structure": [StrOptions({"scalar", "layerwise"})],
         "evidence_tuning": [StrOptions({"online", "posthoc"})],
+        "inference": [StrOptions({"laplace", "ggn-vi"})],
         "max_iter": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -96,9 +104,11 @@ class BaseLaplaceMLP(BaseEstimator):
         hidden_layer_sizes=(50,),
         activation="tanh",
         *,
+        inference="laplace",
         hessian_structure="auto",
         subset_of_weights="all",
         prior_precision="evidence",
+        prior_structure="scalar",
         evidence_tuning="online",
         max_iter="auto",
         batch_size="auto",
@@ -113,9 +123,11 @@ class BaseLaplaceMLP(BaseEstimator):
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
+        self.inference = inference
         self.hessian_structure = hessian_structure
         self.subset_of_weights = subset_of_weights
         self.prior_precision = prior_precision
+        self.prior_structure = prior_structure
         self.evidence_tuning = evidence_tuning
         self.max_iter = max_iter
         self.batch_size = batch_size
@@ -142,19 +154,32 @@ class BaseLaplaceMLP(BaseEstimator):
     def _store_fitted_hyperparameters(self, hyper, terms):
         """Turn the internal δ, c into public fitted attributes."""
 
+    def _log_evidence_unit_shift(self, terms):
+        """What to subtract from a log evidence of the internal targets to get it in y's units."""
+        return 0.0
+
     # -- the fit recipe ----------------------------------------------------------------------------
 
-    def _fit(self, X, y, sample_weight=None):
+    def _fit(self, X, y, sample_weight=None, classes=None):
         """Fit; on any error the estimator keeps the fitted state it had before the call."""
+        return self._keeping_state_on_error(self._fit_unguarded, X, y, sample_weight, classes)
+
+    def _partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Sequential Laplace: the current posterior is the prior for the chunk (X, y)."""
+        if not hasattr(self, "posterior_"):
+            return self._fit(X, y, sample_weight, classes)
+        return self._keeping_state_on_error(self._update_unguarded, X, y, sample_weight, classes)
+
+    def _keeping_state_on_error(self, method, *args):
         saved_state = dict(self.__dict__)
         try:
-            return self._fit_unguarded(X, y, sample_weight)
+            return method(*args)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved_state)
             raise
 
-    def _fit_unguarded(self, X, y, sample_weight):
+    def _fit_unguarded(self, X, y, sample_weight, classes=None):
         X, y = validate_data(
             self,
             X,
@@ -166,10 +191,12 @@ class BaseLaplaceMLP(BaseEstimator):
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
+        _check_total_weight(sample_weight)
+        self._check_fixed_prior_precision()
         hidden = self._check_hidden_layer_sizes()
         device = _resolve_device(self.device)
         dtype = _DTYPES[self.dtype]
-        targets, n_outputs, likelihood = self._encode_targets(y, sample_weight)
+        targets, n_outputs, likelihood = self._encode_targets(y, sample_weight, classes)
 
         generator = torch.Generator().manual_seed(
             int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -177,6 +204,7 @@ class BaseLaplaceMLP(BaseEstimator):
         X_t = torch.tensor(X, dtype=dtype, device=device)
         y_t = targets.to(device=device, dtype=dtype if targets.is_floating_point() else None)
         w_t = torch.tensor(sample_weight, dtype=dtype, device=device)
+        _check_representable(X_t, y_t, w_t, sample_weight, self.dtype)
         train_index, validation = self._split_validation(X_t, y_t, w_t, generator)
 
         module = build_mlp(
@@ -224,17 +252,40 @@ class BaseLaplaceMLP(BaseEstimator):
             module, likelihood, X_fit, y_fit, w_fit, param_names, structure
         )
         self._maximize_evidence(terms, hyper)
-
-        self.module_ = module64.cpu()
-        self.posterior_ = LaplacePosterior(
-            mean=flat_parameters(self.module_, param_names),
-            curvature=curvature.cpu(),
+        posterior = LaplacePosterior(
+            mean=flat_parameters(module64, param_names),
+            curvature=curvature,
             prior_precision=hyper.prior_precision,
             noise_scale=hyper.noise_scale,
             param_names=param_names,
+            layer_sizes=layer_sizes(module64, param_names),
         )
+        if self.inference == "ggn-vi":
+            posterior, elbo, self.elbo_curve_ = fit_glm_vi(
+                module64,
+                likelihood,
+                X_fit.to(torch.float64),
+                y_fit.to(torch.float64) if y_fit.is_floating_point() else y_fit,
+                w_fit.to(torch.float64),
+                posterior,
+                structure,
+                tune_prior=self.prior_precision == "evidence",
+                generator=generator,
+            )
+            hyper.prior_precision, hyper.noise_scale = (
+                posterior.prior_precision,
+                posterior.noise_scale,
+            )
+            shift = self._log_evidence_unit_shift(terms)
+            self.elbo_ = elbo.elbo - shift
+            self.expected_log_likelihood_ = elbo.expected_log_likelihood - shift
+            self.kl_divergence_ = elbo.kl_divergence
+
+        self.module_ = module64.cpu()
+        self.posterior_ = _posterior_to_cpu(posterior)
         self.hessian_structure_ = structure
         self._evidence_terms = terms
+        self._likelihood = likelihood
         self._store_fitted_hyperparameters(hyper, terms)
         self.n_iter_ = training.n_iter
         self.loss_curve_ = training.loss_curve
@@ -243,24 +294,137 @@ class BaseLaplaceMLP(BaseEstimator):
         self._mc_seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
         return self
 
+    def _update_unguarded(self, X, y, sample_weight, classes):
+        """One partial_fit step on a fitted estimator (Ritter, Botev & Barber 2018).
+
+        θ_t minimises the chunk's negative log-likelihood plus ½(θ − μ)ᵀ Λ (θ − μ), the previous
+        posterior N(μ, Λ⁻¹) (weights outside the posterior: an isotropic δ around their previous
+        values); the GGN of the chunk at θ_t is added to the accumulated one, and δ, σ set to
+        'evidence' are re-estimated on all data seen so far.
+        """
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            reset=False,
+            dtype=[np.float64, np.float32],
+            multi_output=self._multi_output,
+            y_numeric=self._y_numeric,
+        )
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
+        _check_total_weight(sample_weight)
+        targets = self._encode_more_targets(y, classes)
+        device, dtype = _resolve_device(self.device), _DTYPES[self.dtype]
+        generator = torch.Generator().manual_seed(
+            int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        )
+        X_t = torch.tensor(X, dtype=dtype, device=device)
+        y_t = targets.to(device=device, dtype=dtype if targets.is_floating_point() else None)
+        w_t = torch.tensor(sample_weight, dtype=dtype, device=device)
+
+        previous = self.posterior_
+        names = previous.param_names
+        precision = replace(
+            previous, mean=previous.mean.to(device), curvature=previous.curvature.to(device)
+        )
+        module = copy.deepcopy(self.module_).to(device=device, dtype=dtype)
+        others = {
+            name: p.detach().clone()
+            for name, p in module.named_parameters()
+            if name not in set(names)
+        }
+        delta, c = previous.prior_precision, previous.noise_scale
+        other_delta = float(np.mean(delta))  # weights outside the posterior (last_layer)
+
+        def prior_penalty(module):
+            params = dict(module.named_parameters())
+            shift = torch.cat([params[n].reshape(-1) for n in names]).to(torch.float64)
+            shift = shift - precision.mean
+            penalty = 0.5 * (shift * precision.precision_vector_product(shift)).sum()
+            for name, centre in others.items():
+                penalty = penalty + 0.5 * other_delta * (params[name] - centre).square().sum()
+            return penalty.to(dtype)
+
+        batch_size = self._resolve_batch_size(X_t.shape[0])
+        training = train_map(
+            module,
+            lambda f, t: self._likelihood.negative_log_likelihood(f, t, c),
+            X_t,
+            y_t,
+            w_t,
+            config=TrainingConfig(
+                max_iter=self._resolve_max_iter(X_t.shape[0], batch_size),
+                batch_size=batch_size,
+                learning_rate_init=self.learning_rate_init,
+                verbose=self.verbose,
+            ),
+            prior_precision=lambda: 0.0,
+            generator=generator,
+            prior_penalty=prior_penalty,
+        )
+        module64, chunk_curvature, chunk_terms = self._laplace(
+            module, self._likelihood, X_t, y_t, w_t, names, self.hessian_structure_
+        )
+        old = self._evidence_terms
+        curvature = accumulate_curvature(
+            previous.curvature, chunk_curvature.cpu(), old.n_data, chunk_terms.n_data
+        )
+        terms = replace(
+            old,
+            eigenvalues=spectrum(curvature).numpy(),
+            map_norm_sq=chunk_terms.map_norm_sq,
+            n_data=old.n_data + chunk_terms.n_data,
+            data_fit=old.data_fit + chunk_terms.data_fit,
+        )
+        hyper = _Hyperparameters(prior_precision=delta, noise_scale=c)
+        self._maximize_evidence(terms, hyper)
+
+        self.module_ = module64.cpu()
+        self.posterior_ = replace(
+            previous,
+            mean=flat_parameters(self.module_, names),
+            curvature=curvature,
+            prior_precision=hyper.prior_precision,
+            noise_scale=hyper.noise_scale,
+        )
+        self._evidence_terms = terms
+        self._store_fitted_hyperparameters(hyper, terms)
+        self.n_iter_ += training.n_iter
+        self.loss_curve_ = self.loss_curve_ + training.loss_curve
+        return self
+
     def _laplace(self, module, likelihood, X, y, weights, param_names, structure):
         """The GGN at the current weights (float64) and the evidence's data terms."""
         module64 = copy.deepcopy(module).to(torch.float64)
         X64 = X.to(torch.float64)
         y64 = y.to(torch.float64) if y.is_floating_point() else y
         w64 = weights.to(torch.float64)
-        curvature = fit_curvature(module64, likelihood, X64, w64, param_names, structure)
         with torch.no_grad():
             data_fit = float((w64 * likelihood.data_fit(module64(X64), y64)).sum())
+        map_norm_sq = float(flat_parameters(module64, param_names).square().sum())
+        # The training loss was finite, yet float64 outputs or curvature may still overflow.
+        _check_finite_at_map([data_fit, map_norm_sq])
+        try:
+            curvature = fit_curvature(module64, likelihood, X64, w64, param_names, structure)
+        except torch.linalg.LinAlgError as error:
+            raise TrainingDivergedError(
+                f"The GGN at the trained weights could not be decomposed ({error}). Lower "
+                "learning_rate_init or standardise X and y."
+            ) from error
         terms = EvidenceTerms(
             eigenvalues=spectrum(curvature).cpu().numpy(),
-            map_norm_sq=float(flat_parameters(module64, param_names).square().sum()),
+            map_norm_sq=map_norm_sq,
             n_data=float(w64.sum()),
             n_outputs=module64[-1].out_features,
             data_fit=data_fit,
             gaussian=likelihood.name == "gaussian",
             log_noise_ref=likelihood.log_noise_ref,
+            group_sizes=layer_sizes(module64, param_names),
+            group_norms_sq=_layer_norms_sq(module64, param_names),
         )
+        _check_finite_at_map(terms.eigenvalues)
         return module64, curvature, terms
 
     def _maximize_evidence(self, terms, hyper):
@@ -272,6 +436,7 @@ class BaseLaplaceMLP(BaseEstimator):
             prior_precision=fixed_prior,
             noise_scale=self._fixed_noise_scale(),
             init=(hyper.prior_precision, hyper.noise_scale),
+            layerwise=self.prior_structure == "layerwise",
         )
         hyper.prior_precision, hyper.noise_scale = delta, c
 
@@ -288,9 +453,10 @@ class BaseLaplaceMLP(BaseEstimator):
         n_outputs = self.module_[-1].out_features
         step = jacobian_batch_size(n_outputs, posterior.n_params)
         means, covs = [], []
+        offset = posterior.mean_offset
         for begin in range(0, X_t.shape[0], step):
             f, J = jacobians(self.module_, X_t[begin : begin + step], posterior.param_names)
-            means.append(f)
+            means.append(f if offset is None else f + J @ offset)
             covs.append(posterior.functional_covariance(J))
         return torch.cat(means), torch.cat(covs)
 
@@ -305,7 +471,8 @@ class BaseLaplaceMLP(BaseEstimator):
         _, J_x = self._glm_jacobians(X)
         J_y = J_x if Y is None else self._glm_jacobians(self._validate_for_predict(Y))[1]
         if prior:
-            return torch.einsum("akp,blp->akbl", J_x, J_y) / self.posterior_.prior_precision
+            prior_variance = 1.0 / self.posterior_.prior_precision_vector.to(J_x)
+            return torch.einsum("akp,p,blp->akbl", J_x, prior_variance, J_y)
         return self.posterior_.functional_cross_covariance(J_x, J_y)
 
     # -- small helpers -----------------------------------------------------------------------------
@@ -318,6 +485,17 @@ class BaseLaplaceMLP(BaseEstimator):
         if self.subset_of_weights == "last_layer":
             return last_layer_parameter_names(module)
         return [name for name, _ in module.named_parameters()]
+
+    def _check_fixed_prior_precision(self):
+        if self.prior_precision == "evidence":
+            return
+        low, high = FIXED_HYPERPARAMETER_RANGE
+        if not low <= self.prior_precision <= high:
+            raise ValueError(
+                f"prior_precision={self.prior_precision!r} is outside [{low:g}, {high:g}], the "
+                "range in which training and the posterior stay finite in float32 and float64; "
+                "use prior_precision='evidence' or a value in that range."
+            )
 
     def _check_hidden_layer_sizes(self):
         sizes = self.hidden_layer_sizes
@@ -338,8 +516,15 @@ class BaseLaplaceMLP(BaseEstimator):
         params = dict(module.named_parameters())
         n_params = sum(params[name].numel() for name in param_names)
         structure = self.hessian_structure
+        layerwise = self.prior_structure == "layerwise"
         if structure == "auto":
-            structure = "full" if n_params <= AUTO_FULL_MAX_PARAMS else "kron"
+            small = n_params <= AUTO_FULL_MAX_PARAMS and not layerwise
+            structure = "full" if small else "kron"
+        if structure == "full" and layerwise:
+            raise ValueError(
+                "prior_structure='layerwise' needs a GGN that does not mix layers: use "
+                "hessian_structure='kron', 'diag' or 'auto' (which then picks 'kron')."
+            )
         if structure == "full":
             needed = 2 * 8 * n_params**2  # the GGN and its eigenvectors, float64
             available = _physical_memory_bytes() * FULL_GGN_MAX_MEMORY_FRACTION
@@ -379,11 +564,79 @@ class BaseLaplaceMLP(BaseEstimator):
         return tags
 
 
+def _uses_laplace(estimator):
+    """partial_fit exists only for the Laplace posterior, whose recursion it implements."""
+    return estimator.inference == "laplace"
+
+
 def _is_online_update_epoch(epoch, max_iter):
     """Refresh the evidence ~ONLINE_EVIDENCE_UPDATES times after the burn-in, not at the end."""
     burn_in = math.ceil(ONLINE_EVIDENCE_BURN_IN * max_iter)
     every = max(1, (max_iter - burn_in) // ONLINE_EVIDENCE_UPDATES)
     return burn_in <= epoch < max_iter and (epoch - burn_in) % every == 0
+
+
+def _layer_norms_sq(module, names):
+    """‖θ_l‖² of each Linear layer among ``names``, in order."""
+    params = dict(module.named_parameters())
+    norms: dict[str, float] = {}
+    for name in names:
+        layer = name.rsplit(".", 1)[0]
+        norms[layer] = norms.get(layer, 0.0) + float(params[name].detach().square().sum())
+    return tuple(norms.values())
+
+
+def _posterior_to_cpu(posterior):
+    lin = posterior.linearization_point
+    return replace(
+        posterior,
+        mean=posterior.mean.cpu(),
+        curvature=posterior.curvature.cpu(),
+        linearization_point=None if lin is None else lin.cpu(),
+    )
+
+
+def _check_finite_at_map(values):
+    if not np.isfinite(values).all():
+        raise TrainingDivergedError(
+            "The network's outputs or curvature at the trained weights are not finite. Lower "
+            "learning_rate_init or standardise X and y."
+        )
+
+
+def _check_positive_finite(value, name):
+    """A hyperparameter passed to a method (not the constructor): a positive finite float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 < value < math.inf):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+    return float(value)
+
+
+def _check_total_weight(sample_weight):
+    """Σ w must be positive and finite: it is N in the objective and the evidence."""
+    largest = float(sample_weight.max())
+    if largest == 0:  # older scikit-learn versions let all-zero weights through
+        raise ValueError("sample_weight must contain at least one non-zero number.")
+    if not math.isfinite(largest * float(np.sum(sample_weight / largest))):
+        raise ValueError(
+            "sample_weight sums to infinity in float64; rescale the weights (their sum is the "
+            "number of observations N of the evidence)."
+        )
+
+
+def _check_representable(X, y, weights, sample_weight, dtype_name):
+    """X, y and the positive weights must survive the cast to the training dtype."""
+    suggestion = "use dtype='float64' or rescale" if dtype_name == "float32" else "rescale"
+    for name, values in [("X", X), ("y", y)]:
+        if values.is_floating_point() and not torch.isfinite(values).all():
+            raise ValueError(
+                f"{name} has values beyond the range of dtype={dtype_name!r}; {suggestion} {name}."
+            )
+    lost = (weights == 0) & torch.as_tensor(sample_weight > 0, device=weights.device)
+    if not torch.isfinite(weights).all() or lost.any():
+        raise ValueError(
+            f"sample_weight has values that over- or underflow in dtype={dtype_name!r}; "
+            f"{suggestion} sample_weight."
+        )
 
 
 def _physical_memory_bytes():

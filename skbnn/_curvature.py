@@ -31,17 +31,22 @@ def ggn_factor_blocks(
     X: torch.Tensor,
     weights: torch.Tensor,
     param_names: Sequence[str],
+    hessian_sqrt: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield blocks of rows of M, with MᵀM = Σ w_n J_nᵀ Λ_n J_n: each row is √w_n (L_nᵀ J_n)_c.
 
-    ``module`` must already be in float64; X and weights on the module's device.
+    ``module`` must already be in float64; X and weights on the module's device. ``hessian_sqrt``
+    (n_samples, K, C), when given, replaces the likelihood's L_n (GGN-VI's E_q[Λ_n]^{1/2}).
     """
     n_params = sum(dict(module.named_parameters())[name].numel() for name in param_names)
     n_outputs = module(X[:1]).shape[-1]
     step = jacobian_batch_size(n_outputs, n_params)
     for begin in range(0, X.shape[0], step):
         f, J = jacobians(module, X[begin : begin + step], param_names)
-        L = likelihood.output_hessian_sqrt(f)
+        if hessian_sqrt is None:
+            L = likelihood.output_hessian_sqrt(f)
+        else:
+            L = hessian_sqrt[begin : begin + step]
         M = torch.einsum("bkc,bkp->bcp", L, J) * weights[begin : begin + step, None, None].sqrt()
         yield M.reshape(-1, n_params)
 
@@ -54,10 +59,11 @@ def ggn_matrix(
     param_names: Sequence[str],
     *,
     diagonal: bool = False,
+    hessian_sqrt: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The weighted GGN Σ w_n J_nᵀ Λ_n J_n as a (P, P) matrix, or with ``diagonal`` its diagonal."""
     ggn = None
-    for M in ggn_factor_blocks(module, likelihood, X, weights, param_names):
+    for M in ggn_factor_blocks(module, likelihood, X, weights, param_names, hessian_sqrt):
         block = M.square().sum(0) if diagonal else M.T @ M
         ggn = block if ggn is None else ggn + block
     return ggn
@@ -97,8 +103,11 @@ class FullCurvature:
     def n_params(self) -> int:
         return self.eigenvectors.shape[0]
 
+    def to(self, device) -> FullCurvature:
+        return FullCurvature(self.eigenvalues.to(device), self.eigenvectors.to(device))
+
     def cpu(self) -> FullCurvature:
-        return FullCurvature(self.eigenvalues.cpu(), self.eigenvectors.cpu())
+        return self.to("cpu")
 
     def to_eigenbasis(self, J: torch.Tensor) -> torch.Tensor:
         """Coordinates of rows of J (..., P) along the eigenvectors: J V, shape (..., r)."""
@@ -129,8 +138,11 @@ class DiagCurvature:
     def n_params(self) -> int:
         return self.eigenvalues.shape[0]
 
+    def to(self, device) -> DiagCurvature:
+        return DiagCurvature(self.eigenvalues.to(device))
+
     def cpu(self) -> DiagCurvature:
-        return DiagCurvature(self.eigenvalues.cpu())
+        return self.to("cpu")
 
     def to_eigenbasis(self, J: torch.Tensor) -> torch.Tensor:
         return J
@@ -155,20 +167,58 @@ def fit_curvature(
     weights: torch.Tensor,
     param_names: Sequence[str],
     structure: str,
+    hessian_sqrt: torch.Tensor | None = None,
 ) -> FullCurvature | DiagCurvature | KronCurvature:
     """Accumulate the GGN of ``structure`` ("full", "kron" or "diag") and decompose it."""
     if structure == "diag":
         return DiagCurvature.from_diagonal(
-            ggn_matrix(module, likelihood, X, weights, param_names, diagonal=True)
+            ggn_matrix(
+                module,
+                likelihood,
+                X,
+                weights,
+                param_names,
+                diagonal=True,
+                hessian_sqrt=hessian_sqrt,
+            )
         )
     if structure == "kron":
-        return fit_kron_curvature(module, likelihood, X, weights, param_names)
+        return fit_kron_curvature(module, likelihood, X, weights, param_names, hessian_sqrt)
     if structure != "full":
         raise ValueError(f"Unknown hessian_structure {structure!r}.")
     n_params = sum(dict(module.named_parameters())[name].numel() for name in param_names)
     n_rows = X.shape[0] * module(X[:1]).shape[-1]
     if n_rows < n_params:
         # Few data, many weights: the rank of G is at most n_rows, so decompose the Gram matrix.
-        blocks = ggn_factor_blocks(module, likelihood, X, weights, param_names)
+        blocks = ggn_factor_blocks(module, likelihood, X, weights, param_names, hessian_sqrt)
         return FullCurvature.from_factor(torch.cat(list(blocks)))
-    return FullCurvature.from_matrix(ggn_matrix(module, likelihood, X, weights, param_names))
+    return FullCurvature.from_matrix(
+        ggn_matrix(module, likelihood, X, weights, param_names, hessian_sqrt=hessian_sqrt)
+    )
+
+
+def accumulate_curvature(
+    previous: FullCurvature | DiagCurvature | KronCurvature,
+    update: FullCurvature | DiagCurvature | KronCurvature,
+    previous_weight: float,
+    update_weight: float,
+) -> FullCurvature | DiagCurvature | KronCurvature:
+    """The GGN of the union of two data sets, from the GGNs of each (sequential Laplace).
+
+    Full and diagonal GGNs add exactly. A sum of Kronecker products is not one: as laplace-torch
+    does for online KFAC, the output factors G add and the input factors A (means over the data)
+    are pooled by the data weights, (N₁A₁ + N₂A₂)/(N₁ + N₂), which is exact when A₁ = A₂.
+    """
+    if isinstance(previous, DiagCurvature):
+        return DiagCurvature.from_diagonal(previous.eigenvalues + update.eigenvalues)
+    if isinstance(previous, KronCurvature):
+        (G1, A1), (G2, A2) = previous.factors(), update.factors()
+        total = previous_weight + update_weight
+        return KronCurvature.from_factors(
+            [a + b for a, b in zip(G1, G2, strict=True)],
+            [
+                (previous_weight * a + update_weight * b) / total
+                for a, b in zip(A1, A2, strict=True)
+            ],
+        )
+    return FullCurvature.from_matrix(previous.dense() + update.dense())

@@ -52,10 +52,10 @@ class KronCurvature:
 
     structure = "kron"
 
-    def cpu(self) -> KronCurvature:
+    def to(self, device) -> KronCurvature:
         return KronCurvature(
             *(
-                [t.cpu() for t in factors]
+                [t.to(device) for t in factors]
                 for factors in (
                     self.output_eigenvalues,
                     self.output_eigenvectors,
@@ -64,6 +64,9 @@ class KronCurvature:
                 )
             )
         )
+
+    def cpu(self) -> KronCurvature:
+        return self.to("cpu")
 
     @classmethod
     def from_factors(
@@ -77,6 +80,17 @@ class KronCurvature:
             output_eigenvectors=[Q for _, Q in outputs],
             input_eigenvalues=[nu for nu, _ in inputs],
             input_eigenvectors=[Q for _, Q in inputs],
+        )
+
+    def factors(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The factors G_l and A_l rebuilt from their eigendecompositions."""
+
+        def rebuild(values, vectors):
+            return [(Q * lam) @ Q.T for lam, Q in zip(values, vectors, strict=True)]
+
+        return (
+            rebuild(self.output_eigenvalues, self.output_eigenvectors),
+            rebuild(self.input_eigenvalues, self.input_eigenvectors),
         )
 
     @property
@@ -215,6 +229,7 @@ def _kron_factor_sums(
     X: torch.Tensor,
     weights: torch.Tensor,
     layer_indices: Sequence[int],
+    hessian_sqrt: torch.Tensor | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Σ_n w_n Σ_c g_nc g_ncᵀ and Σ_n w_n ã_n ã_nᵀ for each layer, over blocks of rows of X."""
     layers = [module[index] for index in layer_indices]
@@ -239,7 +254,10 @@ def _kron_factor_sums(
     for begin in range(0, X.shape[0], step):
         w = weights[begin : begin + step]
         jacs, (f, inputs) = per_sample(zeros, X[begin : begin + step])
-        L = likelihood.output_hessian_sqrt(f)  # (batch, K, C)
+        if hessian_sqrt is None:
+            L = likelihood.output_hessian_sqrt(f)  # (batch, K, C)
+        else:
+            L = hessian_sqrt[begin : begin + step]
         for i, (jac, a) in enumerate(zip(jacs, inputs, strict=True)):
             g = torch.einsum("bko,bkc->bco", jac, L)  # g_nc, (batch, C, out)
             G[i] += torch.einsum("b,bco,bcp->op", w, g, g)
@@ -254,6 +272,7 @@ def fit_kron_curvature(
     X: torch.Tensor,
     weights: torch.Tensor,
     param_names: Sequence[str],
+    hessian_sqrt: torch.Tensor | None = None,
 ) -> KronCurvature:
     """The KFAC GGN of the Linear layers in ``param_names`` (all of them, or the last layer's).
 
@@ -268,8 +287,11 @@ def fit_kron_curvature(
         Frequency weights w_n.
     param_names : sequence of str
         Whole Linear layers, each as ``"i.weight", "i.bias"``; otherwise ValueError.
+    hessian_sqrt : tensor of shape (n_samples, K, C), optional
+        Per-row square roots of the output curvature to use instead of the likelihood's at f
+        (GGN-VI uses its expected curvature E_q[Λ_n]).
     """
     layer_indices = kron_layer_indices(module, param_names)
-    G, A_sum = _kron_factor_sums(module, likelihood, X, weights, layer_indices)
+    G, A_sum = _kron_factor_sums(module, likelihood, X, weights, layer_indices, hessian_sqrt)
     total_weight = weights.sum()
     return KronCurvature.from_factors(G, [A / total_weight for A in A_sum])

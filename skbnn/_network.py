@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -59,6 +60,16 @@ def build_mlp(
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
+
+
+def layer_sizes(module: nn.Sequential, names: Sequence[str]) -> tuple[int, ...]:
+    """Number of parameters of each Linear layer among ``names`` (weight and bias together)."""
+    params = dict(module.named_parameters())
+    sizes: dict[str, int] = {}
+    for name in names:
+        layer = name.rsplit(".", 1)[0]
+        sizes[layer] = sizes.get(layer, 0) + params[name].numel()
+    return tuple(sizes.values())
 
 
 def last_layer_parameter_names(module: nn.Sequential) -> list[str]:
@@ -107,10 +118,11 @@ def train_map(
     weights: torch.Tensor,
     *,
     config: TrainingConfig,
-    prior_precision: Callable[[], float],
+    prior_precision: Callable[[], float | Sequence[float]],
     generator: torch.Generator,
     validation: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    prior_penalty: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> TrainingResult:
     """Find the MAP weights with Adam on minibatches and a cosine learning-rate decay.
 
@@ -121,11 +133,16 @@ def train_map(
     weights : tensor of shape (n_samples,)
         Frequency weights; the objective is the weighted mean loss plus the prior term.
     prior_precision : callable
-        Returns the current prior precision δ; it may change between epochs (online evidence).
+        Returns the current prior precision δ, one float or one per Linear layer (in order); it
+        may change between epochs (online evidence).
     validation : tuple (X_val, y_val, w_val), optional
         With ``config.early_stopping``, the weights of the best validation loss are restored.
     on_epoch_end : callable, optional
         Called with the 1-based epoch number after each epoch (used for online evidence steps).
+    prior_penalty : callable, optional
+        ``prior_penalty(module)`` → −log p(θ) up to a constant, for a prior other than
+        N(0, δ⁻¹I) (``partial_fit``: the previous posterior); it is added to the objective
+        divided by N, and ``prior_precision`` should then return 0.
 
     The cosine decay lets the last epochs settle at a mode, which the Laplace approximation assumes.
     A ``KeyboardInterrupt`` stops training after the current step with a warning; the weights
@@ -134,8 +151,12 @@ def train_map(
     n_samples = X.shape[0]
     total_weight = float(weights.sum())
     mean_weight = total_weight / n_samples
-    # The prior's gradient δθ/N is Adam's (coupled, L2) weight decay; δ may change between epochs.
-    optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate_init)
+    # The prior's gradient δθ/N is Adam's (coupled, L2) weight decay; δ may change between epochs
+    # and may differ between layers, so each Linear layer is one parameter group.
+    layers = [list(m.parameters()) for m in module.modules() if isinstance(m, nn.Linear)]
+    optimizer = torch.optim.Adam(
+        [{"params": params} for params in layers], lr=config.learning_rate_init
+    )
     steps_per_epoch = math.ceil(n_samples / config.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=config.max_iter * steps_per_epoch
@@ -147,9 +168,9 @@ def train_map(
     try:
         for epoch in range(1, config.max_iter + 1):
             order = None if full_batch else torch.randperm(n_samples, generator=generator)
-            delta = prior_precision()
-            for group in optimizer.param_groups:
-                group["weight_decay"] = delta / total_weight
+            deltas = np.broadcast_to(np.asarray(prior_precision(), dtype=float), (len(layers),))
+            for group, delta in zip(optimizer.param_groups, deltas, strict=True):
+                group["weight_decay"] = float(delta) / total_weight
             epoch_loss = 0.0
             for begin in range(0, n_samples, config.batch_size):
                 if order is None:
@@ -160,13 +181,20 @@ def train_map(
                 optimizer.zero_grad(set_to_none=True)
                 # Unbiased minibatch estimate of the weighted mean loss (exact for a full batch).
                 loss = (wb * loss_fn(module(xb), yb)).sum() / (mean_weight * xb.shape[0])
+                if prior_penalty is not None:
+                    loss = loss + prior_penalty(module) / total_weight
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
                 epoch_loss += loss.detach() * xb.shape[0]
             with torch.no_grad():
-                penalty = sum(p.square().sum() for p in module.parameters())
-                epoch_loss = float(epoch_loss / n_samples + 0.5 * delta * penalty / total_weight)
+                penalty = 0.5 * sum(
+                    float(delta) * sum(p.square().sum() for p in params)
+                    for delta, params in zip(deltas, layers, strict=True)
+                )
+                if prior_penalty is not None:
+                    penalty = penalty + prior_penalty(module)
+                epoch_loss = float(epoch_loss / n_samples + penalty / total_weight)
             if not math.isfinite(epoch_loss):
                 raise TrainingDivergedError(
                     f"The training loss became {epoch_loss} at epoch {epoch}. Lower "

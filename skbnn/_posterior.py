@@ -12,11 +12,13 @@ No P×P inverse or Cholesky factor is ever formed, and the result is PSD by cons
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from skbnn._curvature import DiagCurvature, FullCurvature
+from skbnn._kron import KronCurvature
 
 
 @dataclass
@@ -29,19 +31,60 @@ class LaplacePosterior:
         The MAP weights θ*.
     curvature : FullCurvature or DiagCurvature
         The GGN at reference noise, in its eigenbasis.
-    prior_precision : float
-        δ, the precision of the isotropic Gaussian prior.
+    prior_precision : float or ndarray of shape (n_layers,)
+        δ, the precision of the Gaussian prior: one value, or one per layer (``layer_sizes``).
     noise_scale : float
         c; the likelihood curvature is scaled by s = 1/c² (1 for classification).
     param_names : list of str
         Which module parameters the posterior covers (all, or the last layer's).
+    linearization_point : tensor of shape (P,) or None
+        θ* where the network is linearised for the GLM predictive, when it differs from the mean
+        (GGN-VI moves the mean off the MAP); None means the mean itself (Laplace).
+    layer_sizes : tuple of int or None
+        Parameters per layer, in order; needed for a per-layer δ, which is exact for the kron and
+        diag structures because their eigenbases do not mix layers.
     """
 
     mean: torch.Tensor
-    curvature: FullCurvature | DiagCurvature
+    curvature: FullCurvature | DiagCurvature | KronCurvature
     prior_precision: float
     noise_scale: float
     param_names: list[str]
+    linearization_point: torch.Tensor | None = None
+    layer_sizes: tuple[int, ...] | None = None
+
+    @property
+    def prior_precision_vector(self) -> torch.Tensor:
+        """δ per parameter (and per eigenvalue: layer blocks coincide), shape (P,)."""
+        delta = torch.as_tensor(self.prior_precision, dtype=torch.float64)
+        if delta.ndim == 0:
+            return delta.expand(self.n_params)
+        return torch.repeat_interleave(delta, torch.tensor(self.layer_sizes))
+
+    @property
+    def mean_offset(self) -> torch.Tensor | None:
+        """μ − θ*, the shift of the GLM predictive mean per unit Jacobian (None for Laplace)."""
+        if self.linearization_point is None:
+            return None
+        return self.mean - self.linearization_point
+
+    def precision_vector_product(self, v: torch.Tensor) -> torch.Tensor:
+        """Σ⁻¹ v = (sG + δI) v for vectors v (..., P), in the eigenbasis."""
+        product = self.curvature.from_eigenbasis(
+            self.curvature.to_eigenbasis(v) * self.precision_eigenvalues.to(v)
+        )
+        if self._has_complement:
+            product = product + self._complement(v) * self.prior_precision
+        return product
+
+    def covariance_vector_product(self, v: torch.Tensor) -> torch.Tensor:
+        """Σ v for vectors v (..., P), in the eigenbasis."""
+        product = self.curvature.from_eigenbasis(
+            self.curvature.to_eigenbasis(v) / self.precision_eigenvalues
+        )
+        if self._has_complement:
+            product = product + self._complement(v) / self.prior_precision
+        return product
 
     @property
     def structure(self) -> str:
@@ -54,7 +97,10 @@ class LaplacePosterior:
     @property
     def precision_eigenvalues(self) -> torch.Tensor:
         """sλ + δ along the r eigenvectors of the GGN; the other P − r directions have δ."""
-        return self.curvature.eigenvalues / self.noise_scale**2 + self.prior_precision
+        delta = self.prior_precision
+        if torch.as_tensor(delta).ndim:
+            delta = self.prior_precision_vector.to(self.curvature.eigenvalues)
+        return self.curvature.eigenvalues / self.noise_scale**2 + delta
 
     @property
     def _has_complement(self) -> bool:
@@ -65,10 +111,11 @@ class LaplacePosterior:
         return A - self.curvature.from_eigenbasis(self.curvature.to_eigenbasis(A))
 
     def log_det_precision(self) -> float:
+        log_det = float(torch.log(self.precision_eigenvalues).sum())
         missing = self.n_params - self.curvature.eigenvalues.shape[0]
-        return float(torch.log(self.precision_eigenvalues).sum()) + missing * float(
-            torch.log(torch.tensor(self.prior_precision, dtype=torch.float64))
-        )
+        if missing:  # only a full GGN is low-rank, and it takes a scalar δ
+            log_det += missing * math.log(float(self.prior_precision))
+        return log_det
 
     def functional_covariance(
         self, J: torch.Tensor, J_other: torch.Tensor | None = None

@@ -71,6 +71,10 @@ def bridge_proba(mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     mean = mean - v_one * (mean @ ones)[:, None] / total
     cov = cov - v_one[:, :, None] * v_one[:, None, :] / total[:, :, None]
     variance = torch.diagonal(cov, dim1=-2, dim2=-1).clamp_min(1e-12)
-    exp_neg_sum = torch.exp(-mean).sum(-1, keepdim=True)
-    alpha = (1 - 2 / k + torch.exp(mean) / k**2 * exp_neg_sum) / variance
-    return alpha / alpha.sum(-1, keepdim=True)
+    # α_k = (1 − 2/k + e^{m_k} Σ_j e^{−m_j} / k²) / v_k, in log space: large logits overflow exp.
+    log_sum_exp_neg = torch.logsumexp(-mean, dim=-1, keepdim=True)
+    log_alpha = torch.logaddexp(
+        torch.log(torch.tensor(1 - 2 / k, dtype=mean.dtype, device=mean.device)),
+        mean - 2 * math.log(k) + log_sum_exp_neg,
+    ) - torch.log(variance)
+    return torch.softmax(log_alpha, dim=-1)

@@ -9,10 +9,11 @@ import torch
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from skbnn._base import BaseLaplaceMLP
+from skbnn._base import BaseLaplaceMLP, _check_positive_finite, _uses_laplace
 from skbnn._evidence import log_marginal_likelihood
 from skbnn._likelihoods import BernoulliLikelihood, CategoricalLikelihood
 from skbnn._predictive import bridge_proba, link_samples, mc_proba, probit_proba
@@ -33,6 +34,14 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         Width of each hidden layer; ``()`` gives Bayesian logistic regression.
     activation : {"tanh", "relu", "logistic", "gelu", "silu", "identity"}, default="tanh"
         Hidden-layer activation.
+    inference : {"laplace", "ggn-vi"}, default="laplace"
+        How the Gaussian posterior over the weights is found. ``"laplace"``: at the MAP, with
+        the GGN as precision. ``"ggn-vi"``: variational inference on the network linearised at
+        the MAP, maximising the ELBO by natural-gradient steps with the same GGN structure.
+        For a Gaussian likelihood it is the exact posterior of the linearised model, with δ and
+        σ from the Laplace evidence (for a linear model the ELBO's optimum); for classification
+        it averages the curvature over the posterior, moves the mean off the MAP and tunes δ by
+        the ELBO (Immer, Korzepa & Bauer 2021).
     link_approx : {"probit", "mc", "bridge"}, default="probit"
         How the predictive integral is approximated: MacKay's probit approximation, Monte Carlo
         over the logits (repeatable: seeded at fit), or the Laplace bridge.
@@ -47,7 +56,11 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         Weights with a posterior; the others are fixed at their MAP values.
     prior_precision : "evidence" or float, default="evidence"
         Precision δ of the isotropic Gaussian prior on all weights and biases; ``"evidence"`` tunes
-        it by the marginal likelihood.
+        it by the marginal likelihood. A fixed value must lie in [1e-12, 1e12].
+    prior_structure : {"scalar", "layerwise"}, default="scalar"
+        One prior precision for all weights, or one per layer (weights and bias of a layer share
+        it), each tuned by the evidence. ``"layerwise"`` needs a GGN that does not mix layers,
+        ``"kron"`` or ``"diag"``; with ``hessian_structure="auto"`` it selects ``"kron"``.
     evidence_tuning : {"online", "posthoc"}, default="online"
         When δ is re-estimated: during training as well (online) or only after it (post hoc).
     max_iter : "auto" or int, default="auto"
@@ -82,10 +95,19 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         The Gaussian posterior over the weights in ``posterior_.param_names``.
     hessian_structure_ : str
         The GGN structure used ("full", "kron" or "diag").
-    prior_precision_ : float
-        The prior precision δ used by the posterior.
+    prior_precision_ : float or ndarray of shape (n_layers,)
+        The prior precision δ used by the posterior (one per layer with
+        ``prior_structure="layerwise"``).
     log_marginal_likelihood_value_ : float
         Laplace log evidence at ``prior_precision_``.
+    elbo_ : float
+        Evidence lower bound at the fitted q (only with ``inference="ggn-vi"``).
+    expected_log_likelihood_ : float
+        Its expected log-likelihood part (only with ``inference="ggn-vi"``).
+    kl_divergence_ : float
+        Its KL(q ‖ prior) part (only with ``inference="ggn-vi"``).
+    elbo_curve_ : list of float
+        The ELBO after each variational iteration (only with ``inference="ggn-vi"``).
     n_iter_ : int
         Number of training epochs run.
     loss_curve_ : list of float
@@ -101,6 +123,16 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
     --------
     LaplaceMLPRegressor : The regression counterpart.
     sklearn.neural_network.MLPClassifier : The same network without a posterior.
+
+    Notes
+    -----
+    Input scale: standardise X (e.g. with ``StandardScaler``). Badly scaled X (say ×1e8) still gives
+    finite probabilities, but a poor fit; X beyond the float32 range with ``dtype="float32"``
+    raises ValueError. Training whose loss becomes NaN or infinite raises
+    ``TrainingDivergedError`` (a ValueError); a failed ``fit`` leaves a fitted estimator as it was.
+
+    Persistence: a fitted estimator pickles (``pickle``, ``joblib``) with its posterior. Load such
+    files only from trusted sources: unpickling can run arbitrary code.
 
     References
     ----------
@@ -133,11 +165,13 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         hidden_layer_sizes=(50,),
         activation="tanh",
         *,
+        inference="laplace",
         link_approx="probit",
         n_samples=1000,
         hessian_structure="auto",
         subset_of_weights="all",
         prior_precision="evidence",
+        prior_structure="scalar",
         evidence_tuning="online",
         max_iter="auto",
         batch_size="auto",
@@ -153,9 +187,11 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
+            inference=inference,
             hessian_structure=hessian_structure,
             subset_of_weights=subset_of_weights,
             prior_precision=prior_precision,
+            prior_structure=prior_structure,
             evidence_tuning=evidence_tuning,
             max_iter=max_iter,
             batch_size=batch_size,
@@ -190,6 +226,41 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
             The fitted estimator.
         """
         return self._fit(X, y, sample_weight)
+
+    @available_if(_uses_laplace)
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """Update the posterior with one more chunk of data (sequential Bayesian updating).
+
+        The first call fits the network and the posterior as :meth:`fit` does and needs
+        ``classes``. Each later call takes the current posterior N(μ, Λ⁻¹) as the prior: the
+        weights move by MAP training on the chunk under the penalty ½(θ − μ)ᵀΛ(θ − μ), the chunk's
+        GGN at the new weights is added to Λ, and a prior precision set to ``"evidence"`` is
+        re-estimated by the Laplace evidence of all data seen so far. For a linear model with a
+        full GGN this recursion is exact; ``hessian_structure="kron"`` pools the Kronecker
+        factors (sum of output factors, data-weighted mean of input factors), an approximation.
+
+        Only available with ``inference="laplace"``: the recursion updates a Laplace posterior.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The chunk's inputs.
+        y : array-like of shape (n_samples,)
+            The chunk's labels, all in ``classes``.
+        classes : array-like of shape (n_classes,), default=None
+            All labels of the problem; required on the first call, optional (and checked) later.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Frequency weights of the chunk's rows.
+
+        Returns
+        -------
+        self : LaplaceMLPClassifier
+            The updated estimator.
+        """
+        if not hasattr(self, "posterior_") and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        return self._partial_fit(X, y, sample_weight, classes)
 
     def predict_proba(self, X):
         """Posterior predictive class probabilities.
@@ -276,20 +347,29 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
     def log_marginal_likelihood(self, prior_precision=None):
         """Laplace log evidence at ``prior_precision`` (default: the fitted δ)."""
         check_is_fitted(self)
-        delta = self.prior_precision_ if prior_precision is None else float(prior_precision)
+        delta = self.prior_precision_
+        if prior_precision is not None:
+            delta = _check_positive_finite(prior_precision, "prior_precision")
         return log_marginal_likelihood(self._evidence_terms, delta)
 
     # -- hooks of BaseLaplaceMLP -------------------------------------------------------------------
 
-    def _encode_targets(self, y, sample_weight):
+    def _encode_targets(self, y, sample_weight, classes=None):
+        _check_label_types(y)
         check_classification_targets(y)
-        classes, encoded = np.unique(y, return_inverse=True)
+        if classes is None:
+            classes, encoded = np.unique(y, return_inverse=True)
+        else:
+            classes = np.unique(classes)
+            encoded = _encode_labels(y, classes)
         if classes.shape[0] < 2:
             raise ValueError(
                 f"LaplaceMLPClassifier needs samples of at least 2 classes; got only one class: "
                 f"{classes[0]!r}."
             )
-        if np.unique(encoded[sample_weight > 0]).shape[0] < 2:
+        if np.unique(encoded[sample_weight > 0]).shape[0] < 2 and classes.shape[0] == len(
+            np.unique(encoded)
+        ):
             raise ValueError(
                 "sample_weight leaves only one class with positive weight; a classifier needs "
                 "at least 2 classes."
@@ -298,6 +378,19 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         if classes.shape[0] == 2:
             return torch.tensor(encoded, dtype=torch.float64), 1, BernoulliLikelihood()
         return torch.tensor(encoded, dtype=torch.long), classes.shape[0], CategoricalLikelihood()
+
+    def _encode_more_targets(self, y, classes):
+        _check_label_types(y)
+        check_classification_targets(y)
+        if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(
+                f"classes={classes!r} differs from the classes of the first partial_fit call, "
+                f"{self.classes_!r}."
+            )
+        encoded = _encode_labels(y, self.classes_)
+        if self.classes_.shape[0] == 2:
+            return torch.tensor(encoded, dtype=torch.float64)
+        return torch.tensor(encoded, dtype=torch.long)
 
     def _fixed_noise_scale(self):
         return 1.0
@@ -322,3 +415,28 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
 def _entropy(p):
     """Entropy in nats over the last axis, with 0 log 0 = 0."""
     return -torch.special.xlogy(p, p).sum(-1)
+
+
+def _check_label_types(y):
+    """Object labels must be all strings or all numbers (None or a mix cannot be sorted)."""
+    if y.dtype != object:
+        return
+    kinds = {_label_kind(label) for label in y}
+    if len(kinds) > 1 or not kinds <= {"str", "number"}:
+        raise TypeError(
+            f"Class labels must be all strings or all numbers; got labels of types {sorted(kinds)}."
+        )
+
+
+def _label_kind(label):
+    if isinstance(label, str):
+        return "str"
+    return "number" if isinstance(label, numbers.Number) else type(label).__name__
+
+
+def _encode_labels(y, classes):
+    """Positions of the labels y in the sorted ``classes``; unknown labels are an error."""
+    unknown = np.setdiff1d(np.unique(y), classes)
+    if unknown.size:
+        raise ValueError(f"y contains labels {unknown!r} that are not in classes {classes!r}.")
+    return np.searchsorted(classes, y)

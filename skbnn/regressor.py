@@ -7,11 +7,17 @@ import numbers
 import numpy as np
 import torch
 from sklearn.base import RegressorMixin, _fit_context
-from sklearn.utils import Bunch, check_random_state
+from sklearn.utils import Bunch, check_random_state, check_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from skbnn._base import BaseLaplaceMLP
+from skbnn._base import (
+    FIXED_HYPERPARAMETER_RANGE,
+    BaseLaplaceMLP,
+    _check_positive_finite,
+    _uses_laplace,
+)
 from skbnn._evidence import log_marginal_likelihood
 from skbnn._jacobians import jacobian_batch_size
 from skbnn._likelihoods import GaussianLikelihood
@@ -33,9 +39,18 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         Width of each hidden layer; ``()`` gives Bayesian linear regression.
     activation : {"tanh", "relu", "logistic", "gelu", "silu", "identity"}, default="tanh"
         Hidden-layer activation.
+    inference : {"laplace", "ggn-vi"}, default="laplace"
+        How the Gaussian posterior over the weights is found. ``"laplace"``: at the MAP, with
+        the GGN as precision. ``"ggn-vi"``: variational inference on the network linearised at
+        the MAP, maximising the ELBO by natural-gradient steps with the same GGN structure.
+        For a Gaussian likelihood it is the exact posterior of the linearised model, with δ and
+        σ from the Laplace evidence (for a linear model the ELBO's optimum); for classification
+        it averages the curvature over the posterior, moves the mean off the MAP and tunes δ by
+        the ELBO (Immer, Korzepa & Bauer 2021).
     sigma_noise : "evidence" or float, default="evidence"
         Observation noise standard deviation in the units of y. ``"evidence"`` tunes it by the
-        marginal likelihood (one common factor for all outputs of a standardised y).
+        marginal likelihood (one common factor for all outputs of a standardised y). A fixed value
+        must lie within [1e-12, 1e12] times the std of y (of 1 with ``normalize_y=False``).
     normalize_y : bool, default=True
         Standardise y (weighted mean and std) before training; everything reported is in the
         original units.
@@ -48,7 +63,12 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         Weights with a posterior; the others are fixed at their MAP values.
     prior_precision : "evidence" or float, default="evidence"
         Precision δ of the isotropic Gaussian prior on all weights and biases (in the units of the
-        standardised targets). ``"evidence"`` tunes it by the marginal likelihood.
+        standardised targets). ``"evidence"`` tunes it by the marginal likelihood. A fixed value
+        must lie in [1e-12, 1e12].
+    prior_structure : {"scalar", "layerwise"}, default="scalar"
+        One prior precision for all weights, or one per layer (weights and bias of a layer share
+        it), each tuned by the evidence. ``"layerwise"`` needs a GGN that does not mix layers,
+        ``"kron"`` or ``"diag"``; with ``hessian_structure="auto"`` it selects ``"kron"``.
     evidence_tuning : {"online", "posthoc"}, default="online"
         With ``"online"``, δ and σ are re-estimated from the evidence 20 times during training
         after a 10% burn-in, so that the weight decay is the one the evidence chooses
@@ -85,12 +105,21 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         The Gaussian posterior over the weights in ``posterior_.param_names``.
     hessian_structure_ : str
         The GGN structure used ("full", "kron" or "diag").
-    prior_precision_ : float
-        The prior precision δ used by the posterior.
+    prior_precision_ : float or ndarray of shape (n_layers,)
+        The prior precision δ used by the posterior (one per layer with
+        ``prior_structure="layerwise"``).
     sigma_noise_ : float or ndarray of shape (n_targets,)
         Observation noise std in the units of y (an array for 2-D y).
     log_marginal_likelihood_value_ : float
         Laplace log evidence at the fitted δ, σ, in the units of y.
+    elbo_ : float
+        Evidence lower bound at the fitted q (only with ``inference="ggn-vi"``).
+    expected_log_likelihood_ : float
+        Its expected log-likelihood part (only with ``inference="ggn-vi"``).
+    kl_divergence_ : float
+        Its KL(q ‖ prior) part (only with ``inference="ggn-vi"``).
+    elbo_curve_ : list of float
+        The ELBO after each variational iteration (only with ``inference="ggn-vi"``).
     n_iter_ : int
         Number of training epochs run.
     loss_curve_ : list of float
@@ -112,6 +141,14 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
     -----
     The evidence is log p(D | δ, σ) ≈ log p(D | θ*) − ½δ‖θ*‖² − ½ log|G/σ² + δI| + ½P log δ;
     with G = V diag(λ) Vᵀ computed once, each evaluation costs O(P).
+
+    Input scale: standardise X (e.g. with ``StandardScaler``). Badly scaled X (say ×1e8) still gives
+    finite predictions and error bars, but a poor fit; X beyond the float32 range with
+    ``dtype="float32"`` raises ValueError. Training whose loss becomes NaN or infinite raises
+    ``TrainingDivergedError`` (a ValueError); a failed ``fit`` leaves a fitted estimator as it was.
+
+    Persistence: a fitted estimator pickles (``pickle``, ``joblib``) with its posterior. Load such
+    files only from trusted sources: unpickling can run arbitrary code.
 
     References
     ----------
@@ -153,11 +190,13 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         hidden_layer_sizes=(50,),
         activation="tanh",
         *,
+        inference="laplace",
         sigma_noise="evidence",
         normalize_y=True,
         hessian_structure="auto",
         subset_of_weights="all",
         prior_precision="evidence",
+        prior_structure="scalar",
         evidence_tuning="online",
         max_iter="auto",
         batch_size="auto",
@@ -173,9 +212,11 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
+            inference=inference,
             hessian_structure=hessian_structure,
             subset_of_weights=subset_of_weights,
             prior_precision=prior_precision,
+            prior_structure=prior_structure,
             evidence_tuning=evidence_tuning,
             max_iter=max_iter,
             batch_size=batch_size,
@@ -211,6 +252,38 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         """
         return self._fit(X, y, sample_weight)
 
+    @available_if(_uses_laplace)
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Update the posterior with one more chunk of data (sequential Bayesian updating).
+
+        The first call fits as :meth:`fit` does (and fixes the standardisation of y). Each later
+        call takes the current posterior N(μ, Λ⁻¹) as the prior: the weights move by MAP training
+        on the chunk under the penalty ½(θ − μ)ᵀΛ(θ − μ), the chunk's GGN at the new weights is
+        added to Λ, and δ and σ set to ``"evidence"`` are re-estimated by the Laplace evidence of
+        all data seen so far (the accumulated GGN, and residuals each taken at the weights of
+        their own chunk, so the streamed evidence is approximate). For a linear model with fixed
+        δ, σ and a full GGN the result equals :meth:`fit` on all rows; ``"kron"`` pools the
+        Kronecker factors, an approximation.
+
+        Only available with ``inference="laplace"``: the recursion updates a Laplace posterior.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The chunk's inputs.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            The chunk's targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Frequency weights of the chunk's rows.
+
+        Returns
+        -------
+        self : LaplaceMLPRegressor
+            The updated estimator.
+        """
+        return self._partial_fit(X, y, sample_weight)
+
     def predict(self, X, return_std=False, return_cov=False):
         """Predictive mean, and optionally its std or covariance, in the units of y.
 
@@ -235,19 +308,20 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             raise RuntimeError("At most one of return_std or return_cov can be requested.")
         X = self._validate_for_predict(X)
         scale = torch.as_tensor(self._y_scale)
-        noise_var = torch.as_tensor(self._sigma_noise_per_output()) ** 2
+        noise_std = torch.as_tensor(self._sigma_noise_per_output())
         if return_cov:
             f, J = self._glm_jacobians(X)
             cross = self.posterior_.functional_cross_covariance(J, J)  # (n, K, n, K)
             cov = torch.diagonal(cross, dim1=1, dim2=3) * scale**2  # (n, n, K)
-            cov = cov + torch.eye(X.shape[0], dtype=cov.dtype)[:, :, None] * noise_var
+            cov = cov + torch.eye(X.shape[0], dtype=cov.dtype)[:, :, None] * noise_std**2
             return self._to_output(f * scale + torch.as_tensor(self._y_mean)), self._to_output(cov)
         f, cov = self._glm_outputs(X)
         mean = self._to_output(f * scale + torch.as_tensor(self._y_mean))
         if not return_std:
             return mean
-        variance = torch.diagonal(cov, dim1=1, dim2=2) * scale**2 + noise_var
-        return mean, self._to_output(variance.sqrt())
+        # √(scale² J Σ Jᵀ + σ²) as a hypot: no overflow of the squares for y in huge units.
+        model_std = torch.diagonal(cov, dim1=1, dim2=2).sqrt() * scale
+        return mean, self._to_output(torch.hypot(model_std, noise_std))
 
     def predict_std(self, X):
         """Predictive standard deviation √(J Σ Jᵀ + σ²), the same as ``predict(X, True)[1]``."""
@@ -328,10 +402,16 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         y_samples : ndarray of shape (n_samples_X, n_samples) or (n_samples_X, n_targets, n_samples)
         """
         X = self._validate_for_predict(X)
+        check_scalar(n_samples, "n_samples", numbers.Integral, min_val=1)
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         generator = torch.Generator().manual_seed(seed)
         posterior = self.posterior_
-        offsets = posterior.sample(n_samples, generator) - posterior.mean  # (S, P)
+        centre = (
+            posterior.mean
+            if posterior.linearization_point is None
+            else posterior.linearization_point
+        )
+        offsets = posterior.sample(n_samples, generator) - centre  # (S, P), from θ*
         n_outputs = self.module_[-1].out_features
         step = jacobian_batch_size(n_outputs, posterior.n_params)
         blocks = []
@@ -356,22 +436,26 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         fitted ratio to it.
         """
         check_is_fitted(self)
-        delta = self.prior_precision_ if prior_precision is None else float(prior_precision)
+        delta = self.prior_precision_
+        if prior_precision is not None:
+            delta = _check_positive_finite(prior_precision, "prior_precision")
         c = self.posterior_.noise_scale
         if sigma_noise is not None:
-            c *= float(sigma_noise) / float(np.atleast_1d(self.sigma_noise_)[0])
+            sigma_noise = _check_positive_finite(sigma_noise, "sigma_noise")
+            c *= sigma_noise / float(np.atleast_1d(self.sigma_noise_)[0])
         value = log_marginal_likelihood(self._evidence_terms, delta, c)
         return value - self._evidence_terms.n_data * float(np.log(self._y_scale).sum())
 
     # -- hooks of BaseLaplaceMLP -------------------------------------------------------------------
 
-    def _encode_targets(self, y, sample_weight):
+    def _encode_targets(self, y, sample_weight, classes=None):
         self._y_1d = y.ndim == 1
         y2 = y.reshape(y.shape[0], -1).astype(np.float64)
         if self.normalize_y:
-            mean = np.average(y2, axis=0, weights=sample_weight)
-            scale = np.sqrt(np.average((y2 - mean) ** 2, axis=0, weights=sample_weight))
-            scale[~(scale > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
+            mean, scale = _weighted_mean_and_std(y2, sample_weight)
+            # A constant target (up to round-off, at any scale) keeps unit scale.
+            constant = ~(scale > 1e-12 * np.abs(mean)) | (scale < np.finfo(np.float64).tiny)
+            scale[constant] = 1.0
         else:
             mean, scale = np.zeros(y2.shape[1]), np.ones(y2.shape[1])
         self._y_mean, self._y_scale = mean, scale
@@ -379,9 +463,26 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             noise_ref = np.ones(y2.shape[1])
         else:
             noise_ref = self.sigma_noise / scale
+            low, high = FIXED_HYPERPARAMETER_RANGE
+            if not np.all((noise_ref >= low) & (noise_ref <= high)):
+                unit = "the std of y" if self.normalize_y else "1 (normalize_y=False)"
+                raise ValueError(
+                    f"sigma_noise={self.sigma_noise!r} must lie within [{low:g}, {high:g}] times "
+                    f"{unit}; further out training or the posterior overflow. Use "
+                    "sigma_noise='evidence' or a value in that range."
+                )
         self._noise_ref = noise_ref
         likelihood = GaussianLikelihood(torch.tensor(noise_ref, dtype=torch.float64))
         return torch.tensor((y2 - mean) / scale), y2.shape[1], likelihood
+
+    def _encode_more_targets(self, y, classes):
+        y2 = y.reshape(y.shape[0], -1).astype(np.float64)
+        if (y.ndim == 1) != self._y_1d or y2.shape[1] != self._y_mean.shape[0]:
+            raise ValueError(
+                f"y has shape {y.shape}, but the estimator was fitted on "
+                f"{'1-D y' if self._y_1d else f'y with {self._y_mean.shape[0]} columns'}."
+            )
+        return torch.tensor((y2 - self._y_mean) / self._y_scale)
 
     def _fixed_noise_scale(self):
         return None if self.sigma_noise == "evidence" else 1.0
@@ -392,7 +493,10 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         self.sigma_noise_ = float(sigma[0]) if self._y_1d else sigma
         self.log_marginal_likelihood_value_ = log_marginal_likelihood(
             terms, hyper.prior_precision, hyper.noise_scale
-        ) - terms.n_data * float(np.log(self._y_scale).sum())
+        ) - self._log_evidence_unit_shift(terms)
+
+    def _log_evidence_unit_shift(self, terms):
+        return terms.n_data * float(np.log(self._y_scale).sum())
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -408,3 +512,13 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+
+def _weighted_mean_and_std(y, weights):
+    """Weighted mean and std of each column, computed on y / max|y| so that no square overflows."""
+    ref = np.abs(y).max(axis=0)
+    ref[ref == 0] = 1.0
+    z = y / ref
+    mean = np.average(z, axis=0, weights=weights)
+    std = np.sqrt(np.average((z - mean) ** 2, axis=0, weights=weights))
+    return mean * ref, std * ref

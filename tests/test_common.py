@@ -6,7 +6,12 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skbnn import LaplaceMLPClassifier, LaplaceMLPRegressor
 
-ESTIMATORS = [LaplaceMLPRegressor(), LaplaceMLPClassifier()]
+ESTIMATORS = [
+    LaplaceMLPRegressor(),
+    LaplaceMLPClassifier(),
+    LaplaceMLPRegressor(inference="ggn-vi"),
+    LaplaceMLPClassifier(inference="ggn-vi"),
+]
 
 
 def _expected_failed_checks(estimator):

@@ -267,7 +267,10 @@ def test_logistic_regression_laplace_equals_numpy_newton_reference():
     X = rng.randn(100, 2)
     y = (X @ np.array([1.5, -1.0]) + 0.3 + rng.logistic(size=100) > 0).astype(int)
     clf = LaplaceMLPClassifier(
-        hidden_layer_sizes=(), prior_precision=DELTA, max_iter=3000, learning_rate_init=0.05,
+        hidden_layer_sizes=(),
+        prior_precision=DELTA,
+        max_iter=3000,
+        learning_rate_init=0.05,
         random_state=0,
     ).fit(X, y)
 
