@@ -27,7 +27,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from skbnn._curvature import accumulate_curvature, fit_curvature, spectrum
-from skbnn._evidence import EvidenceTerms, maximize_log_marginal_likelihood
+from skbnn._evidence import (
+    NOISE_SCALE_BOUNDS,
+    EvidenceTerms,
+    maximize_log_marginal_likelihood,
+)
 from skbnn._jacobians import jacobian_batch_size, jacobians
 from skbnn._network import (
     ACTIVATIONS,
@@ -50,6 +54,8 @@ AUTO_TARGET_STEPS = 6000
 # hessian_structure="auto": a dense GGN up to this many posterior parameters (two P×P float64
 # matrices of at most 100 MB, one eigh of a few seconds), KFAC beyond.
 AUTO_FULL_MAX_PARAMS = 2500
+# Per-output noise of multi-output regression: fixed-point rounds after training.
+PER_OUTPUT_NOISE_ROUNDS = 3
 # A dense GGN is refused before training when its matrices would exceed this share of the RAM.
 FULL_GGN_MAX_MEMORY_FRACTION = 0.5
 AUTO_EPOCH_RANGE = (20, 1000)
@@ -223,10 +229,14 @@ class BaseLaplaceMLP(BaseEstimator):
 
         def tune_evidence(epoch):
             if _is_online_update_epoch(epoch, max_iter):
-                *_, terms = self._laplace(
+                module64, curvature, terms = self._laplace(
                     module, likelihood, X_fit, y_fit, w_fit, param_names, structure
                 )
                 self._maximize_evidence(terms, hyper)
+                if self._tunes_noise_per_output(likelihood):
+                    self._update_noise_per_output(
+                        module64, curvature, likelihood, X_fit, y_fit, w_fit, param_names, hyper
+                    )
 
         training = train_map(
             module,
@@ -252,6 +262,15 @@ class BaseLaplaceMLP(BaseEstimator):
             module, likelihood, X_fit, y_fit, w_fit, param_names, structure
         )
         self._maximize_evidence(terms, hyper)
+        for _ in range(PER_OUTPUT_NOISE_ROUNDS if self._tunes_noise_per_output(likelihood) else 0):
+            # Each round moves the per-output noise ratios; the GGN depends on them, so refit it.
+            self._update_noise_per_output(
+                module64, curvature, likelihood, X_fit, y_fit, w_fit, param_names, hyper
+            )
+            module64, curvature, terms = self._laplace(
+                module, likelihood, X_fit, y_fit, w_fit, param_names, structure
+            )
+            self._maximize_evidence(terms, hyper)
         posterior = LaplacePosterior(
             mean=flat_parameters(module64, param_names),
             curvature=curvature,
@@ -426,6 +445,49 @@ class BaseLaplaceMLP(BaseEstimator):
         )
         _check_finite_at_map(terms.eigenvalues)
         return module64, curvature, terms
+
+    def _tunes_noise_per_output(self, likelihood):
+        return (
+            likelihood.name == "gaussian"
+            and likelihood.noise_std.shape[0] > 1
+            and self._fixed_noise_scale() is None
+        )
+
+    def _update_noise_per_output(
+        self, module64, curvature, likelihood, X, y, weights, param_names, hyper
+    ):
+        """MacKay's fixed point per output: σ_k² = R_k / (N − γ_k), with γ_k = Σ_n w_n V_nkk/σ_k².
+
+        It is where ∂ log Z/∂ log σ_k = R_k/σ_k² − N + γ_k vanishes, R_k the weighted residual sum
+        of squares of output k and V_n = J_n Σ J_nᵀ at the training points. The new noise levels
+        become the likelihood's reference noise (its GGN changes with them) and c returns to 1.
+        """
+        posterior = LaplacePosterior(
+            mean=flat_parameters(module64, param_names),
+            curvature=curvature,
+            prior_precision=hyper.prior_precision,
+            noise_scale=hyper.noise_scale,
+            param_names=param_names,
+            layer_sizes=layer_sizes(module64, param_names),
+        )
+        X64, y64, w64 = X.to(torch.float64), y.to(torch.float64), weights.to(torch.float64)
+        step = jacobian_batch_size(y64.shape[1], posterior.n_params)
+        residual_sq = torch.zeros(y64.shape[1], dtype=torch.float64, device=X.device)
+        variance = torch.zeros_like(residual_sq)
+        for begin in range(0, X64.shape[0], step):
+            f, J = jacobians(module64, X64[begin : begin + step], param_names)
+            w = w64[begin : begin + step, None]
+            residual_sq += (w * (y64[begin : begin + step] - f).square()).sum(0)
+            cov = posterior.functional_covariance(J)
+            variance += (w * torch.diagonal(cov, dim1=1, dim2=2)).sum(0)
+        noise_var = (hyper.noise_scale * likelihood.noise_std.to(variance)) ** 2
+        gamma = variance / noise_var
+        n_data = float(w64.sum())
+        new_var = residual_sq / (n_data - gamma).clamp_min(1e-12 * n_data)
+        low, high = NOISE_SCALE_BOUNDS
+        new_std = new_var.sqrt().clamp(low, high).to(likelihood.noise_std)
+        likelihood.noise_std = new_std
+        hyper.noise_scale = 1.0
 
     def _maximize_evidence(self, terms, hyper):
         fixed_prior = None if self.prior_precision == "evidence" else self.prior_precision

@@ -48,6 +48,31 @@ class GaussianLikelihood:
         return precision_sqrt.expand(f.shape[0], -1, -1)
 
 
+class HeteroscedasticGaussianLikelihood:
+    """Gaussian noise whose variance the network predicts: f = (μ_1..μ_K, log σ²_1..log σ²_K).
+
+    The output curvature is the Fisher information of N(μ, σ²) in (μ, log σ²), diag(1/σ², ½),
+    which is positive definite everywhere (the Hessian of the negative log-likelihood is not, away
+    from the optimum); this is the usual GGN choice for this parameterisation.
+    """
+
+    name = "heteroscedastic"
+    log_noise_ref = 0.0
+
+    def negative_log_likelihood(self, f: torch.Tensor, y: torch.Tensor, noise_scale=1.0):
+        k = f.shape[-1] // 2
+        mean, log_var = f[:, :k], f[:, k:]
+        residual_sq = (y - mean).square() * torch.exp(-log_var)
+        return 0.5 * (residual_sq + log_var).sum(-1) + 0.5 * k * math.log(2 * math.pi)
+
+    data_fit = negative_log_likelihood
+
+    def output_hessian_sqrt(self, f: torch.Tensor) -> torch.Tensor:
+        k = f.shape[-1] // 2
+        root = torch.cat([torch.exp(-0.5 * f[:, k:]), torch.full_like(f[:, k:], 0.5**0.5)], -1)
+        return torch.diag_embed(root)
+
+
 class BernoulliLikelihood:
     """Binary labels in {0, 1} with one logit: p(y=1 | f) = sigmoid(f)."""
 

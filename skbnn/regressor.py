@@ -20,7 +20,7 @@ from skbnn._base import (
 )
 from skbnn._evidence import log_marginal_likelihood
 from skbnn._jacobians import jacobian_batch_size
-from skbnn._likelihoods import GaussianLikelihood
+from skbnn._likelihoods import GaussianLikelihood, HeteroscedasticGaussianLikelihood
 
 
 class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
@@ -49,8 +49,15 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         the ELBO (Immer, Korzepa & Bauer 2021).
     sigma_noise : "evidence" or float, default="evidence"
         Observation noise standard deviation in the units of y. ``"evidence"`` tunes it by the
-        marginal likelihood (one common factor for all outputs of a standardised y). A fixed value
+        marginal likelihood, one level per output for 2-D y (MacKay's per-output fixed point
+        σ_k² = R_k/(N − γ_k), alternated with refits of the GGN). A fixed value
         must lie within [1e-12, 1e12] times the std of y (of 1 with ``normalize_y=False``).
+    noise : {"homoscedastic", "heteroscedastic"}, default="homoscedastic"
+        ``"heteroscedastic"``: the network outputs a mean and a log noise variance per target,
+        log σ²(x), so the noise may vary with x; its GGN uses the Fisher information of
+        N(μ, σ²) in (μ, log σ²), the evidence tunes δ (``sigma_noise`` must stay "evidence"),
+        and the predictive noise variance is E[σ²(x)] under the linearised posterior. Not
+        available with ``inference="ggn-vi"``.
     normalize_y : bool, default=True
         Standardise y (weighted mean and std) before training; everything reported is in the
         original units.
@@ -109,7 +116,8 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         The prior precision δ used by the posterior (one per layer with
         ``prior_structure="layerwise"``).
     sigma_noise_ : float or ndarray of shape (n_targets,)
-        Observation noise std in the units of y (an array for 2-D y).
+        Observation noise std in the units of y (an array for 2-D y); only with
+        ``noise="homoscedastic"``.
     log_marginal_likelihood_value_ : float
         Laplace log evidence at the fitted δ, σ, in the units of y.
     elbo_ : float
@@ -180,6 +188,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             StrOptions({"evidence"}),
             Interval(numbers.Real, 0, None, closed="neither"),
         ],
+        "noise": [StrOptions({"homoscedastic", "heteroscedastic"})],
         "normalize_y": ["boolean"],
     }
     _multi_output = True
@@ -192,6 +201,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         *,
         inference="laplace",
         sigma_noise="evidence",
+        noise="homoscedastic",
         normalize_y=True,
         hessian_structure="auto",
         subset_of_weights="all",
@@ -230,6 +240,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             verbose=verbose,
         )
         self.sigma_noise = sigma_noise
+        self.noise = noise
         self.normalize_y = normalize_y
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -307,21 +318,23 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         if return_std and return_cov:
             raise RuntimeError("At most one of return_std or return_cov can be requested.")
         X = self._validate_for_predict(X)
-        scale = torch.as_tensor(self._y_scale)
-        noise_std = torch.as_tensor(self._sigma_noise_per_output())
         if return_cov:
             f, J = self._glm_jacobians(X)
-            cross = self.posterior_.functional_cross_covariance(J, J)  # (n, K, n, K)
-            cov = torch.diagonal(cross, dim1=1, dim2=3) * scale**2  # (n, n, K)
-            cov = cov + torch.eye(X.shape[0], dtype=cov.dtype)[:, :, None] * noise_std**2
-            return self._to_output(f * scale + torch.as_tensor(self._y_mean)), self._to_output(cov)
-        f, cov = self._glm_outputs(X)
-        mean = self._to_output(f * scale + torch.as_tensor(self._y_mean))
+            offset = self.posterior_.mean_offset
+            if offset is not None:
+                f = f + J @ offset
+            cross = self.posterior_.functional_cross_covariance(J, J)  # (n, Kₙ, n, Kₙ)
+            per_point = torch.diagonal(cross, dim1=0, dim2=2).permute(2, 0, 1)
+            mean, _, noise_std = self._moments(f, per_point)
+            k, scale = self._y_mean.shape[0], torch.as_tensor(self._y_scale)
+            cov = torch.diagonal(cross[:, :k, :, :k], dim1=1, dim2=3) * scale**2  # (n, n, K)
+            cov = cov + torch.diag_embed(noise_std.T**2).permute(1, 2, 0)
+            return self._to_output(mean), self._to_output(cov)
+        mean, model_std, noise_std = self._moments(*self._glm_outputs(X))
         if not return_std:
-            return mean
-        # √(scale² J Σ Jᵀ + σ²) as a hypot: no overflow of the squares for y in huge units.
-        model_std = torch.diagonal(cov, dim1=1, dim2=2).sqrt() * scale
-        return mean, self._to_output(torch.hypot(model_std, noise_std))
+            return self._to_output(mean)
+        # √(model² + noise²) as a hypot: no overflow of the squares for y in huge units.
+        return self._to_output(mean), self._to_output(torch.hypot(model_std, noise_std))
 
     def predict_std(self, X):
         """Predictive standard deviation √(J Σ Jᵀ + σ²), the same as ``predict(X, True)[1]``."""
@@ -343,16 +356,14 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             √(epistemic² + aleatoric²), the std of :meth:`predict`. Arrays of shape (n_samples,)
             or (n_samples, n_targets).
         """
-        X = self._validate_for_predict(X)
-        scale = torch.as_tensor(self._y_scale)
-        f, cov = self._glm_outputs(X)
-        epistemic = torch.diagonal(cov, dim1=1, dim2=2).sqrt() * scale
-        aleatoric = torch.as_tensor(self._sigma_noise_per_output()).expand_as(epistemic)
+        mean, epistemic, aleatoric = self._moments(
+            *self._glm_outputs(self._validate_for_predict(X))
+        )
         return Bunch(
-            mean=self._to_output(f * scale + torch.as_tensor(self._y_mean)),
+            mean=self._to_output(mean),
             epistemic_std=self._to_output(epistemic),
             aleatoric_std=self._to_output(aleatoric),
-            total_std=self._to_output((epistemic**2 + aleatoric**2).sqrt()),
+            total_std=self._to_output(torch.hypot(epistemic, aleatoric)),
         )
 
     def kernel(self, X, Y=None, *, prior=False):
@@ -376,7 +387,8 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         K : ndarray of shape (n_samples_X, n_samples_Y), or
             (n_samples_X, n_samples_Y, n_targets, n_targets) for 2-D y.
         """
-        K = self._output_kernel(X, Y, prior=prior)  # (n_X, k, n_Y, l)
+        k = self._y_mean.shape[0]
+        K = self._output_kernel(X, Y, prior=prior)[:, :k, :, :k]  # (n_X, k, n_Y, l): the means
         scale = torch.as_tensor(self._y_scale)
         K = K * scale[None, :, None, None] * scale[None, None, None, :]
         K = K.permute(0, 2, 1, 3).numpy()
@@ -418,12 +430,16 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         for begin in range(0, X.shape[0], step):
             f, J = self._glm_jacobians(X[begin : begin + step])
             blocks.append(f[:, :, None] + torch.einsum("nkp,sp->nks", J, offsets))
-        f_samples = torch.cat(blocks)
-        noise = torch.randn(f_samples.shape, generator=generator, dtype=f_samples.dtype)
-        noise_std = torch.as_tensor(self._sigma_noise_per_output())[None, :, None]
+        f_samples = torch.cat(blocks)  # (n, K_network, S)
+        k = self._y_mean.shape[0]
         scale = torch.as_tensor(self._y_scale)[None, :, None]
+        if self.noise == "heteroscedastic":
+            noise_std = torch.exp(0.5 * f_samples[:, k:]) * scale
+        else:
+            noise_std = torch.as_tensor(self._sigma_noise_per_output())[None, :, None]
+        noise = torch.randn(f_samples[:, :k].shape, generator=generator, dtype=f_samples.dtype)
         samples = (
-            f_samples * scale + torch.as_tensor(self._y_mean)[None, :, None]
+            f_samples[:, :k] * scale + torch.as_tensor(self._y_mean)[None, :, None]
         ) + noise * noise_std
         samples = samples.numpy()
         return samples[:, 0, :] if self._y_1d else samples
@@ -441,6 +457,10 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             delta = _check_positive_finite(prior_precision, "prior_precision")
         c = self.posterior_.noise_scale
         if sigma_noise is not None:
+            if self.noise == "heteroscedastic":
+                raise ValueError(
+                    "sigma_noise is predicted by the network with heteroscedastic noise."
+                )
             sigma_noise = _check_positive_finite(sigma_noise, "sigma_noise")
             c *= sigma_noise / float(np.atleast_1d(self.sigma_noise_)[0])
         value = log_marginal_likelihood(self._evidence_terms, delta, c)
@@ -459,6 +479,15 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         else:
             mean, scale = np.zeros(y2.shape[1]), np.ones(y2.shape[1])
         self._y_mean, self._y_scale = mean, scale
+        if self.noise == "heteroscedastic":
+            if self.sigma_noise != "evidence" or self.inference != "laplace":
+                raise ValueError(
+                    "noise='heteroscedastic' predicts the noise with the network: it needs "
+                    "sigma_noise='evidence' and inference='laplace'."
+                )
+            self._noise_ref = None
+            targets = torch.tensor((y2 - mean) / scale)
+            return targets, 2 * y2.shape[1], HeteroscedasticGaussianLikelihood()
         if self.sigma_noise == "evidence":
             noise_ref = np.ones(y2.shape[1])
         else:
@@ -485,12 +514,21 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         return torch.tensor((y2 - self._y_mean) / self._y_scale)
 
     def _fixed_noise_scale(self):
-        return None if self.sigma_noise == "evidence" else 1.0
+        if self.noise == "heteroscedastic" or self.sigma_noise != "evidence":
+            return 1.0
+        return None
 
     def _store_fitted_hyperparameters(self, hyper, terms):
         self.prior_precision_ = hyper.prior_precision
-        sigma = hyper.noise_scale * self._noise_ref * self._y_scale
-        self.sigma_noise_ = float(sigma[0]) if self._y_1d else sigma
+        if self.noise == "heteroscedastic":
+            self.__dict__.pop(
+                "sigma_noise_", None
+            )  # no single noise level: see predict_uncertainty
+        else:
+            # The reference noise may have moved (per-output noise of multi-output y).
+            self._noise_ref = self._likelihood.noise_std.cpu().numpy()
+            sigma = hyper.noise_scale * self._noise_ref * self._y_scale
+            self.sigma_noise_ = float(sigma[0]) if self._y_1d else sigma
         self.log_marginal_likelihood_value_ = log_marginal_likelihood(
             terms, hyper.prior_precision, hyper.noise_scale
         ) - self._log_evidence_unit_shift(terms)
@@ -499,6 +537,23 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         return terms.n_data * float(np.log(self._y_scale).sum())
 
     # -- helpers -----------------------------------------------------------------------------------
+
+    def _moments(self, f, cov):
+        """Predictive mean, model std and noise std (n, K) in y's units from f, J Σ Jᵀ (n, Kₙ, Kₙ).
+
+        Heteroscedastic networks output (μ, log σ²) per target: the noise variance is then
+        E[σ²] = exp(m_s + v_s/2) under the linearised (log-normal) posterior of log σ².
+        """
+        k = self._y_mean.shape[0]
+        scale = torch.as_tensor(self._y_scale)
+        variance = torch.diagonal(cov, dim1=1, dim2=2)
+        mean = f[:, :k] * scale + torch.as_tensor(self._y_mean)
+        model_std = variance[:, :k].sqrt() * scale
+        if self.noise == "heteroscedastic":
+            noise_std = torch.exp(0.5 * f[:, k:] + 0.25 * variance[:, k:]) * scale
+        else:
+            noise_std = torch.as_tensor(self._sigma_noise_per_output()).expand_as(model_std)
+        return mean, model_std, noise_std
 
     def _sigma_noise_per_output(self):
         return np.atleast_1d(self.sigma_noise_).astype(np.float64)

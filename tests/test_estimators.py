@@ -67,8 +67,9 @@ def test_multi_output_regression_shapes(regression_data):
     assert cov.shape == (5, 5, 2)
     assert_allclose(np.sqrt(np.diagonal(cov, axis1=0, axis2=1)).T, std, rtol=1e-10)
     assert reg.sigma_noise_.shape == (2,)
-    # One standardised noise level: the noise of each output scales with that output's spread.
-    assert_allclose(reg.sigma_noise_[1] / reg.sigma_noise_[0], 0.01, rtol=1e-6)
+    # Each output has its own noise level, tuned by the evidence; the second output is the first
+    # one scaled by 0.01, so its noise is about 0.01 times as large (their fits differ slightly).
+    assert_allclose(reg.sigma_noise_[1] / reg.sigma_noise_[0], 0.01, rtol=0.05)
     assert reg.sample_y(X[:5], n_samples=3).shape == (5, 2, 3)
 
 

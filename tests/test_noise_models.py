@@ -1,0 +1,83 @@
+"""Heteroscedastic noise and per-output noise levels, recovered from data."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from scipy.stats import norm
+
+from skbnn import LaplaceMLPRegressor
+
+
+def growing_noise(n, rng):
+    """A 1-D task whose noise std grows tenfold across the input range."""
+    x = rng.uniform(0, 1, size=(n, 1))
+    noise_std = 0.05 + 0.45 * x[:, 0]
+    return x, np.sin(6 * x[:, 0]) + noise_std * rng.randn(n), noise_std
+
+
+@pytest.fixture(scope="module")
+def heteroscedastic_task():
+    rng = np.random.RandomState(0)
+    return growing_noise(500, rng), growing_noise(2000, rng)
+
+
+@pytest.fixture(scope="module")
+def fitted_models(heteroscedastic_task):
+    (X, y, _), _ = heteroscedastic_task
+    return {
+        noise: LaplaceMLPRegressor(noise=noise, random_state=0).fit(X, y)
+        for noise in ("homoscedastic", "heteroscedastic")
+    }
+
+
+def test_heteroscedastic_std_tracks_the_true_noise(heteroscedastic_task, fitted_models):
+    _, (X_test, _, noise_std) = heteroscedastic_task
+    parts = fitted_models["heteroscedastic"].predict_uncertainty(X_test)
+    assert np.corrcoef(parts.aleatoric_std, noise_std)[0, 1] > 0.9
+    # And its level: typically within 15% (the low-noise edge is the hardest).
+    assert np.median(np.abs(parts.aleatoric_std / noise_std - 1)) < 0.15
+    assert "sigma_noise_" not in vars(fitted_models["heteroscedastic"])
+
+
+def test_heteroscedastic_beats_homoscedastic_test_ll(heteroscedastic_task, fitted_models):
+    _, (X_test, y_test, _) = heteroscedastic_task
+
+    def test_ll(model):
+        mean, std = model.predict(X_test, return_std=True)
+        return norm.logpdf(y_test, mean, std).mean()
+
+    assert test_ll(fitted_models["heteroscedastic"]) > test_ll(fitted_models["homoscedastic"]) + 0.2
+
+
+def test_heteroscedastic_predictive_api_is_consistent(heteroscedastic_task, fitted_models):
+    _, (X_test, _, _) = heteroscedastic_task
+    model, X = fitted_models["heteroscedastic"], X_test[:5]
+    mean, std = model.predict(X, return_std=True)
+    _, cov = model.predict(X, return_cov=True)
+    assert_allclose(np.sqrt(np.diag(cov)), std, rtol=1e-10)
+    parts = model.predict_uncertainty(X)
+    assert_allclose(np.hypot(parts.epistemic_std, parts.aleatoric_std), std, rtol=1e-12)
+    samples = model.sample_y(X, n_samples=20000, random_state=0)
+    assert_allclose(samples.mean(1), mean, atol=0.05 * std.max())
+    # Samples draw log σ² from its posterior too; their spread matches E[σ²] + Var[μ].
+    assert_allclose(samples.std(1), std, rtol=0.05)
+    assert_allclose(np.diag(model.kernel(X)), parts.epistemic_std**2, rtol=1e-10)
+
+
+def test_heteroscedastic_needs_evidence_noise_and_laplace():
+    X, y = np.random.RandomState(0).randn(20, 1), np.arange(20.0)
+    for params in (dict(sigma_noise=0.5), dict(inference="ggn-vi")):
+        with pytest.raises(ValueError, match="heteroscedastic"):
+            LaplaceMLPRegressor(noise="heteroscedastic", max_iter=5, **params).fit(X, y)
+
+
+@pytest.mark.parametrize("structure", ["full", "kron"])
+def test_per_output_noise_levels_are_recovered(structure):
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-2, 2, size=(400, 2))
+    signal = np.sin(2 * X[:, 0]) + X[:, 1]
+    Y = np.column_stack([signal + 0.1 * rng.randn(400), signal + 1.0 * rng.randn(400)])
+    reg = LaplaceMLPRegressor(hessian_structure=structure, random_state=0).fit(X, Y)
+    assert_allclose(reg.sigma_noise_, [0.1, 1.0], rtol=0.2)
+    _, std = reg.predict(X[:5], return_std=True)
+    assert np.all(std[:, 1] > std[:, 0])
