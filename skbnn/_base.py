@@ -185,11 +185,12 @@ class BaseLaplaceMLP(BaseEstimator):
             self.__dict__.update(saved_state)
             raise
 
-    def _fit_unguarded(self, X, y, sample_weight, classes=None):
+    def _validate_training_data(self, X, y, sample_weight, reset):
         X, y = validate_data(
             self,
             X,
             y,
+            reset=reset,
             dtype=[np.float64, np.float32],
             multi_output=self._multi_output,
             y_numeric=self._y_numeric,
@@ -198,18 +199,29 @@ class BaseLaplaceMLP(BaseEstimator):
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
         _check_total_weight(sample_weight)
-        self._check_fixed_prior_precision()
-        hidden = self._check_hidden_layer_sizes()
-        device = _resolve_device(self.device)
-        dtype = _DTYPES[self.dtype]
-        targets, n_outputs, likelihood = self._encode_targets(y, sample_weight, classes)
+        return X, y, sample_weight
 
-        generator = torch.Generator().manual_seed(
-            int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        )
+    def _training_tensors(self, X, targets, sample_weight):
+        """X, targets and weights as tensors of the training dtype on the training device."""
+        device, dtype = _resolve_device(self.device), _DTYPES[self.dtype]
         X_t = torch.tensor(X, dtype=dtype, device=device)
         y_t = targets.to(device=device, dtype=dtype if targets.is_floating_point() else None)
         w_t = torch.tensor(sample_weight, dtype=dtype, device=device)
+        return X_t, y_t, w_t
+
+    def _generator(self):
+        """The fit's one source of randomness, derived from ``random_state``."""
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        return torch.Generator().manual_seed(int(seed))
+
+    def _fit_unguarded(self, X, y, sample_weight, classes=None):
+        X, y, sample_weight = self._validate_training_data(X, y, sample_weight, reset=True)
+        self._check_fixed_prior_precision()
+        hidden = self._check_hidden_layer_sizes()
+        device, dtype = _resolve_device(self.device), _DTYPES[self.dtype]
+        targets, n_outputs, likelihood = self._encode_targets(y, sample_weight, classes)
+        generator = self._generator()
+        X_t, y_t, w_t = self._training_tensors(X, targets, sample_weight)
         _check_representable(X_t, y_t, w_t, sample_weight, self.dtype)
         train_index, validation = self._split_validation(X_t, y_t, w_t, generator)
 
@@ -321,27 +333,12 @@ class BaseLaplaceMLP(BaseEstimator):
         values); the GGN of the chunk at θ_t is added to the accumulated one, and δ, σ set to
         'evidence' are re-estimated on all data seen so far.
         """
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            reset=False,
-            dtype=[np.float64, np.float32],
-            multi_output=self._multi_output,
-            y_numeric=self._y_numeric,
-        )
-        sample_weight = _check_sample_weight(
-            sample_weight, X, dtype=np.float64, ensure_non_negative=True
-        )
-        _check_total_weight(sample_weight)
+        X, y, sample_weight = self._validate_training_data(X, y, sample_weight, reset=False)
         targets = self._encode_more_targets(y, classes)
         device, dtype = _resolve_device(self.device), _DTYPES[self.dtype]
-        generator = torch.Generator().manual_seed(
-            int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        )
-        X_t = torch.tensor(X, dtype=dtype, device=device)
-        y_t = targets.to(device=device, dtype=dtype if targets.is_floating_point() else None)
-        w_t = torch.tensor(sample_weight, dtype=dtype, device=device)
+        generator = self._generator()
+        X_t, y_t, w_t = self._training_tensors(X, targets, sample_weight)
+        _check_representable(X_t, y_t, w_t, sample_weight, self.dtype)
 
         previous = self.posterior_
         names = previous.param_names
