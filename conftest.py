@@ -1,4 +1,4 @@
-"""Shared test configuration.
+"""Shared test configuration (for tests/ and the doctests in skbnn/).
 
 The estimators train many tiny networks here; one intra-op thread makes them several times faster
 than two threads fighting over two cores.
