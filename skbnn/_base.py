@@ -33,6 +33,7 @@ from skbnn._evidence import (
     maximize_log_marginal_likelihood,
 )
 from skbnn._jacobians import jacobian_batch_size, jacobians
+from skbnn._kron import kron_glm_outputs
 from skbnn._network import (
     ACTIVATIONS,
     TrainingConfig,
@@ -509,6 +510,8 @@ class BaseLaplaceMLP(BaseEstimator):
         """Linearised outputs at X: means f (n, K) and covariances J Σ Jᵀ (n, K, K), float64."""
         X_t = torch.tensor(X, dtype=torch.float64)
         posterior = self.posterior_
+        if posterior.structure == "kron":
+            return kron_glm_outputs(self.module_, X_t, posterior)
         n_outputs = self.module_[-1].out_features
         step = jacobian_batch_size(n_outputs, posterior.n_params)
         means, covs = [], []

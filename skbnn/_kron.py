@@ -223,6 +223,63 @@ def _forward_with_perturbations(
     return h, (h, tuple(inputs))
 
 
+def _layer_backprops(module: nn.Sequential, layer_indices: Sequence[int], X: torch.Tensor):
+    """Per block of rows: (start, (∂f/∂s_l per layer (n, K, out_l)), f (n, K), inputs a_l)."""
+    layers = [module[index] for index in layer_indices]
+    zeros = tuple(torch.zeros(lin.out_features, dtype=X.dtype, device=X.device) for lin in layers)
+
+    def single(perturbations: tuple[torch.Tensor, ...], x: torch.Tensor):
+        return _forward_with_perturbations(module, layer_indices, perturbations, x)
+
+    per_sample = vmap(jacrev(single, has_aux=True), in_dims=(None, 0))
+    n_outputs = module[-1].out_features
+    per_row = sum(n_outputs * lin.out_features + lin.in_features + 1 for lin in layers)
+    step = jacobian_batch_size(n_outputs, per_row)
+    for begin in range(0, X.shape[0], step):
+        jacs, (f, inputs) = per_sample(zeros, X[begin : begin + step])
+        yield begin, (jacs, f, inputs)
+
+
+def kron_glm_outputs(
+    module: nn.Sequential, X: torch.Tensor, posterior
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GLM predictive means f + J(μ − θ*) and covariances J Σ Jᵀ (n, K, K) of a KFAC posterior.
+
+    The Jacobian of layer l for output k is the outer product g_lk ã_lᵀ, so its eigenbasis
+    coordinates (Q_Gᵀ g)(Q_Aᵀ ã)ᵀ are rank one and J Σ Jᵀ = Σ_l Σ_ij (Q_Gᵀg_k)_i (Q_Gᵀg_k')_i
+    (Q_Aᵀã)_j² / (sλ_i ν_j + δ_l): O(K² Σ_l out_l in_l) per row, with no (n, K, P) Jacobian.
+    """
+    curvature = posterior.curvature
+    layer_indices = kron_layer_indices(module, posterior.param_names)
+    shapes = curvature._layer_shapes()
+    sizes = [out * inp for out, inp in shapes]
+    inverse = [
+        (1.0 / block).reshape(shape).to(X)
+        for block, shape in zip(posterior.precision_eigenvalues.split(sizes), shapes, strict=True)
+    ]
+    offset = posterior.mean_offset
+    offsets = None
+    if offset is not None:
+        offsets = [
+            _parameters_to_matrix(block, out, inp).to(X)
+            for block, (out, inp) in zip(offset.split(sizes), shapes, strict=True)
+        ]
+    means, covs = [], []
+    for _, (jacs, f, inputs) in _layer_backprops(module, layer_indices, X):
+        cov = f.new_zeros(f.shape[0], f.shape[1], f.shape[1])
+        for i, (jac, a) in enumerate(zip(jacs, inputs, strict=True)):
+            a_tilde = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+            g_rot = jac @ curvature.output_eigenvectors[i].to(X)  # (n, K, out)
+            a_rot = a_tilde @ curvature.input_eigenvectors[i].to(X)  # (n, in + 1)
+            weight = a_rot.square() @ inverse[i].T  # (n, out): Σ_j ã_j² / (sλ_i ν_j + δ)
+            cov += torch.einsum("nki,nli,ni->nkl", g_rot, g_rot, weight)
+            if offsets is not None:
+                f = f + torch.einsum("nko,oi,ni->nk", jac, offsets[i], a_tilde)
+        means.append(f.detach())
+        covs.append(cov.detach())
+    return torch.cat(means), torch.cat(covs)
+
+
 def _kron_factor_sums(
     module: nn.Sequential,
     likelihood,
@@ -234,7 +291,6 @@ def _kron_factor_sums(
     """Σ_n w_n Σ_c g_nc g_ncᵀ and Σ_n w_n ã_n ã_nᵀ for each layer, over blocks of rows of X."""
     layers = [module[index] for index in layer_indices]
     dtype, device = X.dtype, X.device
-    zeros = tuple(torch.zeros(lin.out_features, dtype=dtype, device=device) for lin in layers)
     G = [
         torch.zeros(lin.out_features, lin.out_features, dtype=dtype, device=device)
         for lin in layers
@@ -244,16 +300,9 @@ def _kron_factor_sums(
         for lin in layers
     ]
 
-    def single(perturbations: tuple[torch.Tensor, ...], x: torch.Tensor):
-        return _forward_with_perturbations(module, layer_indices, perturbations, x)
-
-    per_sample = vmap(jacrev(single, has_aux=True), in_dims=(None, 0))
-    n_outputs = module[-1].out_features
-    per_row = sum(n_outputs * lin.out_features + lin.in_features + 1 for lin in layers)
-    step = jacobian_batch_size(n_outputs, per_row)
-    for begin in range(0, X.shape[0], step):
+    for begin, (jacs, f, inputs) in _layer_backprops(module, layer_indices, X):
+        step = f.shape[0]
         w = weights[begin : begin + step]
-        jacs, (f, inputs) = per_sample(zeros, X[begin : begin + step])
         if hessian_sqrt is None:
             L = likelihood.output_hessian_sqrt(f)  # (batch, K, C)
         else:

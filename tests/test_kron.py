@@ -218,3 +218,27 @@ def test_linear_regression_kron_equals_full():
         covs.append(reg.posterior_.covariance().numpy())
     assert_allclose(stds[1], stds[0], rtol=1e-8)
     assert_allclose(covs[1], covs[0], rtol=1e-8, atol=1e-14)
+
+
+def test_kron_predictive_without_jacobians_equals_the_generic_path():
+    """The rank-one-per-layer GLM predictive equals J Σ Jᵀ from full Jacobians, VI offset too."""
+    from skbnn._jacobians import jacobians
+    from skbnn._kron import kron_glm_outputs
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(120, 3)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
+    clf = LaplaceMLPClassifier(
+        hidden_layer_sizes=(6, 5),
+        hessian_structure="kron",
+        inference="ggn-vi",
+        prior_structure="layerwise",
+        max_iter=30,
+        random_state=0,
+    ).fit(X, y)
+    X_t = torch.tensor(X[:40])
+    f, J = jacobians(clf.module_, X_t, clf.posterior_.param_names)
+    f = f + J @ clf.posterior_.mean_offset
+    fast_f, fast_cov = kron_glm_outputs(clf.module_, X_t, clf.posterior_)
+    assert_allclose(fast_f, f, atol=1e-12)
+    assert_allclose(fast_cov, clf.posterior_.functional_covariance(J), atol=1e-12)
