@@ -468,16 +468,10 @@ class BaseLaplaceMLP(BaseEstimator):
             param_names=param_names,
             layer_sizes=layer_sizes(module64, param_names),
         )
-        X64, y64, w64 = X.to(torch.float64), y.to(torch.float64), weights.to(torch.float64)
-        step = jacobian_batch_size(y64.shape[1], posterior.n_params)
-        residual_sq = torch.zeros(y64.shape[1], dtype=torch.float64, device=X.device)
-        variance = torch.zeros_like(residual_sq)
-        for begin in range(0, X64.shape[0], step):
-            f, J = jacobians(module64, X64[begin : begin + step], param_names)
-            w = w64[begin : begin + step, None]
-            residual_sq += (w * (y64[begin : begin + step] - f).square()).sum(0)
-            cov = posterior.functional_covariance(J)
-            variance += (w * torch.diagonal(cov, dim1=1, dim2=2)).sum(0)
+        y64, w64 = y.to(torch.float64), weights.to(torch.float64)[:, None]
+        f, cov = glm_outputs(module64, posterior, X.to(torch.float64))
+        residual_sq = (w64 * (y64 - f).square()).sum(0)
+        variance = (w64 * torch.diagonal(cov, dim1=1, dim2=2)).sum(0)
         noise_var = (hyper.noise_scale * likelihood.noise_std.to(variance)) ** 2
         gamma = variance / noise_var
         n_data = float(w64.sum())
@@ -508,19 +502,7 @@ class BaseLaplaceMLP(BaseEstimator):
 
     def _glm_outputs(self, X):
         """Linearised outputs at X: means f (n, K) and covariances J Σ Jᵀ (n, K, K), float64."""
-        X_t = torch.tensor(X, dtype=torch.float64)
-        posterior = self.posterior_
-        if posterior.structure == "kron":
-            return kron_glm_outputs(self.module_, X_t, posterior)
-        n_outputs = self.module_[-1].out_features
-        step = jacobian_batch_size(n_outputs, posterior.n_params)
-        means, covs = [], []
-        offset = posterior.mean_offset
-        for begin in range(0, X_t.shape[0], step):
-            f, J = jacobians(self.module_, X_t[begin : begin + step], posterior.param_names)
-            means.append(f if offset is None else f + J @ offset)
-            covs.append(posterior.functional_covariance(J))
-        return torch.cat(means), torch.cat(covs)
+        return glm_outputs(self.module_, self.posterior_, torch.tensor(X, dtype=torch.float64))
 
     def _glm_jacobians(self, X):
         """Outputs f (n, K) and Jacobians J (n, K, P) at X for the posterior's parameters."""
@@ -636,6 +618,24 @@ def _is_online_update_epoch(epoch, max_iter):
     burn_in = math.ceil(ONLINE_EVIDENCE_BURN_IN * max_iter)
     every = max(1, (max_iter - burn_in) // ONLINE_EVIDENCE_UPDATES)
     return burn_in <= epoch < max_iter and (epoch - burn_in) % every == 0
+
+
+def glm_outputs(module, posterior, X):
+    """Linearised outputs at X (float64): means f + J(μ − θ*) (n, K), covariances J Σ Jᵀ (n, K, K).
+
+    KFAC posteriors use their rank-one layer form; the others go through per-sample Jacobians,
+    a block of rows at a time.
+    """
+    if posterior.structure == "kron":
+        return kron_glm_outputs(module, X, posterior)
+    step = jacobian_batch_size(module[-1].out_features, posterior.n_params)
+    means, covs = [], []
+    offset = posterior.mean_offset
+    for begin in range(0, X.shape[0], step):
+        f, J = jacobians(module, X[begin : begin + step], posterior.param_names)
+        means.append(f if offset is None else f + J @ offset)
+        covs.append(posterior.functional_covariance(J))
+    return torch.cat(means), torch.cat(covs)
 
 
 def _layer_norms_sq(module, names):
