@@ -34,6 +34,9 @@ ESTIMATORS = {
         subset_of_weights="last_layer", random_state=seed
     ),
     "skbnn-diag": lambda seed: LaplaceMLPRegressor(hessian_structure="diag", random_state=seed),
+    "skbnn-heteroscedastic": lambda seed: LaplaceMLPRegressor(
+        noise="heteroscedastic", random_state=seed
+    ),
 }
 
 
@@ -53,7 +56,6 @@ def run_split(estimator_name: str, dataset: str, split: int, threads: int) -> di
         "fit_time": fit_time,
         "total_time": total_time,
         "prior_precision": reg.prior_precision_,
-        "sigma_noise": reg.sigma_noise_,
     }
 
 
