@@ -9,10 +9,11 @@ Everything runs in one process, side by side, so the ratios hold even on a busy 
    sigma_noise=..., prior_precision=...)``, ``la.fit(train_loader)``,
    ``la.optimize_prior_precision(method="marglik")`` (δ only, its default 100 Adam steps), the
    docs' regression example for δ and σ jointly (Adam, lr 0.1, on
-   ``-la.log_marginal_likelihood(log_prior.exp(), log_sigma.exp())``, 1000 steps) and
+   ``-la.log_marginal_likelihood(log_prior.exp(), log_sigma.exp())``, 1000 steps, timed for
+   ``--joint-time-budget`` seconds and extrapolated past it) and
    ``la(x, pred_type="glm")`` — and skbnn does the same post-hoc steps with its internals
    (``fit_curvature`` + ``EvidenceTerms``, ``maximize_log_marginal_likelihood`` over δ and σ,
-   ``jacobians`` + ``LaplacePosterior.functional_covariance``). Both log marginal likelihoods are
+   ``LaplacePosterior`` + ``glm_outputs``, what ``predict`` runs). Both log marginal likelihoods are
    evaluated at the same (δ, σ).
 2. **The issue's bar.** A whole skbnn fit (5 training epochs, curvature, evidence tuning of δ and
    σ; ``evidence_tuning="posthoc"``) against laplace-torch's fit + ``optimize_prior_precision``
@@ -34,7 +35,7 @@ name the ones they do use::
 
 Run::
 
-    python benchmarks/speed.py                      # everything (about an hour on 2 cores)
+    python benchmarks/speed.py                      # everything (about 25 minutes on 2 busy cores)
     python benchmarks/speed.py --parts laplace bar  # only parts 1 and 2
 """
 
@@ -65,13 +66,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_section
 
 from skbnn import LaplaceMLPRegressor
+from skbnn._base import glm_outputs
 from skbnn._curvature import fit_curvature, spectrum
 from skbnn._evidence import (
     EvidenceTerms,
     log_marginal_likelihood,
     maximize_log_marginal_likelihood,
 )
-from skbnn._jacobians import jacobian_batch_size, jacobians
 from skbnn._likelihoods import GaussianLikelihood
 from skbnn._network import flat_parameters, last_layer_parameter_names
 from skbnn._posterior import LaplacePosterior
@@ -175,7 +176,7 @@ def separate_bias_lml(curvature, terms, delta, sigma):
 
 
 def skbnn_predict(module, names, curvature, delta, sigma, X):
-    """GLM predictive mean and variance J Σ Jᵀ of the function, in blocks as the estimator does."""
+    """GLM predictive mean and variance J Σ Jᵀ of the function, as the estimator's predict does."""
     posterior = LaplacePosterior(
         mean=flat_parameters(module, names),
         curvature=curvature,
@@ -183,13 +184,8 @@ def skbnn_predict(module, names, curvature, delta, sigma, X):
         noise_scale=sigma,
         param_names=names,
     )
-    step = jacobian_batch_size(1, posterior.n_params)
-    means, variances = [], []
-    for begin in range(0, X.shape[0], step):
-        f, J = jacobians(module, X[begin : begin + step], names)
-        means.append(f)
-        variances.append(posterior.functional_covariance(J)[:, 0, 0])
-    return torch.cat(means), torch.cat(variances)
+    f, cov = glm_outputs(module, posterior, X)
+    return f, cov[:, 0, 0]
 
 
 # -- laplace-torch, as its README and docs drive it ----------------------------------------------
@@ -215,6 +211,7 @@ def laplace_joint_tuning(la, n_steps, time_budget):
 
 def run_laplace_comparison(args):
     from laplace import Laplace
+    from laplace.curvature import BackPackGGN
     from torch.utils.data import DataLoader, TensorDataset
 
     X, y = make_data(args.n)
@@ -302,6 +299,29 @@ def run_laplace_comparison(args):
         )
         rel = abs(la_lml - sk_lml) / abs(sk_lml)
         note = LML_NOTES[(structure, subset)]
+        partial = "" if joint_steps == args.joint_steps else f", after {joint_steps} steps"
+        if structure == "full":
+            # laplace-torch's default (curvlinops) dense GGN is `operator @ torch.eye(P)`, a
+            # float32 identity, so it carries ~1e-8 relative round-off; BackPACK's is float64.
+            exact = Laplace(
+                model,
+                "regression",
+                subset_of_weights=subset,
+                hessian_structure=structure,
+                backend=BackPackGGN,
+            )
+            exact.fit(loader)
+            with torch.no_grad():
+                exact_lml = float(
+                    exact.log_marginal_likelihood(
+                        torch.tensor(delta, dtype=torch.float64),
+                        torch.tensor(sigma, dtype=torch.float64),
+                    )
+                )
+            note += (
+                f"; with `backend=BackPackGGN` (float64 GGN) laplace-torch gives "
+                f"{exact_lml:.6f} (rel. diff. {abs(exact_lml - sk_lml) / abs(sk_lml):.1e})"
+            )
         if structure == "kron":
             check = separate_bias_lml(curvature, terms, delta, sigma)
             note += (
@@ -311,7 +331,7 @@ def run_laplace_comparison(args):
         lml_rows.append(
             f"| {structure} | {subset} | {delta:.4g} | {sigma:.4g} | {la_lml:.6f} | {sk_lml:.6f} "
             f"| {rel:.1e} | {var_diff:.1e} | {la_delta:.4g} | {joint_delta:.4g}, "
-            f"{joint_sigma:.4g} ({la_joint_lml:.3f}) | {note} |"
+            f"{joint_sigma:.4g} ({la_joint_lml:.3f}){partial} | {note} |"
         )
         print(rows[-1], lml_rows[-1], sep="\n", flush=True)
         if subset == "all":
@@ -413,21 +433,38 @@ def run_sklearn_mlp(args):
             HIDDEN, max_iter=epochs, batch_size=batch, random_state=0
         ),
     }
+    # Small matrices: one thread can beat two, and OpenBLAS (numpy, so MLPRegressor) busy-waits
+    # badly on a shared machine; each estimator is timed with 1 and with --threads threads.
+    thread_counts = sorted({1, args.threads})
     times, models = {}, {}
     for name, make in makers.items():
-        times[name], models[name] = median_time(make, X, y, args.repeats)
-        print(name, times[name], flush=True)
-    base = times["sklearn MLPRegressor"]
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            with threadpool_limits(threads):
+                times[name, threads], models[name] = median_time(make, X, y, args.repeats)
+            print(name, threads, times[name, threads], flush=True)
+    torch.set_num_threads(args.threads)
+    best = {name: min(times[name, k] for k in thread_counts) for name in makers}
+    base = best["sklearn MLPRegressor"]
     rows = [
-        f"| {name} | {getattr(model, 'hessian_structure_', '–')} | {t:.1f} | {t / base:.2f} |"
-        for (name, model), t in zip(models.items(), times.values(), strict=True)
+        f"| {name} | {getattr(model, 'hessian_structure_', '–')} | "
+        + " | ".join(f"{times[name, k]:.2f}" for k in thread_counts)
+        + f" | {best[name] / base:.2f} |"
+        for name, model in models.items()
     ]
     return (
         f"Same data (n = {args.n}), 8 → 50 → 50 → 1 tanh, Adam, lr 0.01, batch {batch}, "
         f"{epochs} epochs, float64; median of {args.repeats} fits. skbnn adds the posterior "
         '(its `hessian_structure="auto"` '
         "picks kron for P = 3,051) and the evidence tuning.\n\n"
-        "| estimator | GGN | fit (s) | time / MLPRegressor |\n|---|---|---|---|\n" + "\n".join(rows)
+        "Best-of-threads times are compared: numpy's OpenBLAS busy-waits when the machine is "
+        "shared, so MLPRegressor with 2 BLAS threads can be an order of magnitude slower than "
+        "with 1.\n\n| estimator | GGN | "
+        + " | ".join(f"fit, {k} thread{'s' if k > 1 else ''} (s)" for k in thread_counts)
+        + " | best time / best MLPRegressor |\n|---|---|"
+        + "---|" * len(thread_counts)
+        + "---|\n"
+        + "\n".join(rows)
     )
 
 
