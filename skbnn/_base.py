@@ -30,6 +30,7 @@ from skbnn._curvature import accumulate_curvature, fit_curvature, spectrum
 from skbnn._evidence import (
     NOISE_SCALE_BOUNDS,
     EvidenceTerms,
+    log_marginal_likelihood,
     maximize_log_marginal_likelihood,
 )
 from skbnn._jacobians import jacobian_batch_size, jacobians
@@ -63,6 +64,8 @@ AUTO_EPOCH_RANGE = (20, 1000)
 # evidence_tuning="online": refresh δ, σ this many times, after this fraction of the epochs.
 ONLINE_EVIDENCE_UPDATES = 20
 ONLINE_EVIDENCE_BURN_IN = 0.1
+# noise="heteroscedastic": this fraction of the epochs fits the mean alone first.
+HETEROSCEDASTIC_WARM_UP = 0.3
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # A fixed prior precision (and a fixed noise std over the std of y) must lie in this range: beyond
@@ -165,6 +168,12 @@ class BaseLaplaceMLP(BaseEstimator):
         """What to subtract from a log evidence of the internal targets to get it in y's units."""
         return 0.0
 
+    def _log_evidence(self, terms, hyper):
+        """The Laplace log evidence at the current δ, c, in y's units."""
+        return log_marginal_likelihood(
+            terms, hyper.prior_precision, hyper.noise_scale
+        ) - self._log_evidence_unit_shift(terms)
+
     # -- the fit recipe ----------------------------------------------------------------------------
 
     def _fit(self, X, y, sample_weight=None, classes=None):
@@ -240,12 +249,33 @@ class BaseLaplaceMLP(BaseEstimator):
         batch_size = self._resolve_batch_size(X_fit.shape[0])
         max_iter = self._resolve_max_iter(X_fit.shape[0], batch_size)
 
-        def tune_evidence(epoch):
+        scores = []
+        best = _EvidenceCheckpoint()
+
+        def laplace_and_evidence():
+            module64, curvature, terms = self._laplace(
+                module, likelihood, X_fit, y_fit, w_fit, param_names, structure
+            )
+            self._maximize_evidence(terms, hyper)
+            return module64, curvature, terms
+
+        warm_up_epochs = _warm_up_epochs(likelihood, max_iter)
+        warming_up = warm_up_epochs > 0
+
+        def training_loss(f, t):
+            if warming_up:
+                return likelihood.warm_up_loss(f, t)
+            return likelihood.negative_log_likelihood(f, t, hyper.noise_scale)
+
+        def on_epoch_end(epoch):
+            nonlocal warming_up
+            warming_up = epoch < warm_up_epochs
+            if warming_up or not self._tunes_online():
+                return
             if _is_online_update_epoch(epoch, max_iter):
-                module64, curvature, terms = self._laplace(
-                    module, likelihood, X_fit, y_fit, w_fit, param_names, structure
-                )
-                self._maximize_evidence(terms, hyper)
+                module64, curvature, terms = laplace_and_evidence()
+                scores.append(self._log_evidence(terms, hyper))
+                best.offer(scores[-1], module, hyper, likelihood)
                 if self._tunes_noise_per_output(likelihood):
                     self._update_noise_per_output(
                         module64, curvature, likelihood, X_fit, y_fit, w_fit, param_names, hyper
@@ -253,7 +283,7 @@ class BaseLaplaceMLP(BaseEstimator):
 
         training = train_map(
             module,
-            lambda f, t: likelihood.negative_log_likelihood(f, t, hyper.noise_scale),
+            training_loss,
             X_fit,
             y_fit,
             w_fit,
@@ -268,22 +298,21 @@ class BaseLaplaceMLP(BaseEstimator):
             prior_precision=lambda: hyper.prior_precision,
             generator=generator,
             validation=validation,
-            on_epoch_end=tune_evidence if self._tunes_online() else None,
+            on_epoch_end=on_epoch_end,
         )
 
-        module64, curvature, terms = self._laplace(
-            module, likelihood, X_fit, y_fit, w_fit, param_names, structure
-        )
-        self._maximize_evidence(terms, hyper)
+        module64, curvature, terms = laplace_and_evidence()
+        if not self.early_stopping and best.score > self._log_evidence(terms, hyper):
+            # The evidence peaked during training: keep those weights (Immer et al. 2021).
+            best.restore(module, hyper, likelihood)
+            module64, curvature, terms = laplace_and_evidence()
         for _ in range(PER_OUTPUT_NOISE_ROUNDS if self._tunes_noise_per_output(likelihood) else 0):
             # Each round moves the per-output noise ratios; the GGN depends on them, so refit it.
             self._update_noise_per_output(
                 module64, curvature, likelihood, X_fit, y_fit, w_fit, param_names, hyper
             )
-            module64, curvature, terms = self._laplace(
-                module, likelihood, X_fit, y_fit, w_fit, param_names, structure
-            )
-            self._maximize_evidence(terms, hyper)
+            module64, curvature, terms = laplace_and_evidence()
+        scores.append(self._log_evidence(terms, hyper))
         posterior = LaplacePosterior(
             mean=flat_parameters(module64, param_names),
             curvature=curvature,
@@ -319,6 +348,7 @@ class BaseLaplaceMLP(BaseEstimator):
         self._evidence_terms = terms
         self._likelihood = likelihood
         self._store_fitted_hyperparameters(hyper, terms)
+        self.scores_ = scores
         self.n_iter_ = training.n_iter
         self.loss_curve_ = training.loss_curve
         if self.early_stopping:
@@ -408,6 +438,7 @@ class BaseLaplaceMLP(BaseEstimator):
         )
         self._evidence_terms = terms
         self._store_fitted_hyperparameters(hyper, terms)
+        self.scores_ = [*self.scores_, self._log_evidence(terms, hyper)]
         self.n_iter_ += training.n_iter
         self.loss_curve_ = self.loss_curve_ + training.loss_curve
         return self
@@ -608,9 +639,39 @@ class BaseLaplaceMLP(BaseEstimator):
         return tags
 
 
+class _EvidenceCheckpoint:
+    """The weights and hyperparameters with the highest log evidence seen during training."""
+
+    def __init__(self):
+        self.score = -math.inf
+
+    def offer(self, score, module, hyper, likelihood):
+        if score > self.score:
+            self.score = score
+            self.state = copy.deepcopy(module.state_dict())
+            self.hyper = replace(hyper)
+            self.noise_std = copy.deepcopy(getattr(likelihood, "noise_std", None))
+
+    def restore(self, module, hyper, likelihood):
+        module.load_state_dict(self.state)
+        hyper.prior_precision, hyper.noise_scale = (
+            self.hyper.prior_precision,
+            self.hyper.noise_scale,
+        )
+        if self.noise_std is not None:
+            likelihood.noise_std = self.noise_std
+
+
 def _uses_laplace(estimator):
     """partial_fit exists only for the Laplace posterior, whose recursion it implements."""
     return estimator.inference == "laplace"
+
+
+def _warm_up_epochs(likelihood, max_iter):
+    """Epochs that train a heteroscedastic network's mean alone before the full likelihood."""
+    if not hasattr(likelihood, "warm_up_loss"):
+        return 0
+    return math.ceil(HETEROSCEDASTIC_WARM_UP * max_iter)
 
 
 def _is_online_update_epoch(epoch, max_iter):

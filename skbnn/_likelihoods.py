@@ -67,6 +67,16 @@ class HeteroscedasticGaussianLikelihood:
 
     data_fit = negative_log_likelihood
 
+    def warm_up_loss(self, f: torch.Tensor, y: torch.Tensor, noise_scale=1.0):
+        """The mean's squared error alone (unit variance), to train μ before the variance.
+
+        Trained jointly from the start, the variance can grow to explain residuals that the mean
+        has not yet fitted; the mean's gradient, scaled by 1/σ², then vanishes and it never does
+        (Skafte, Jørgensen & Hauberg 2019). The log-variance outputs only feel the weight decay.
+        """
+        k = f.shape[-1] // 2
+        return 0.5 * (y - f[:, :k]).square().sum(-1)
+
     def output_hessian_sqrt(self, f: torch.Tensor) -> torch.Tensor:
         k = f.shape[-1] // 2
         root = torch.cat([torch.exp(-0.5 * f[:, k:]), torch.full_like(f[:, k:], 0.5**0.5)], -1)

@@ -8,7 +8,7 @@ diag(V) + σ². For classification the integral of the link over N(m, V) has no 
 - ``"mc"``: Monte Carlo over logits, f_s = m + chol(V) z_s with *the same* standard normal draws z_s
   for every row, so each row's probabilities do not depend on what else is in the batch.
 - ``"bridge"``: the Laplace bridge to a Dirichlet (Hobbhahn, Kristiadi & Hennig 2022), using its
-  mean; for one logit it is applied to the equivalent two-logit model (0, f).
+  mean; for one logit it is applied to the equivalent two-logit model (−f/2, f/2).
 """
 
 from __future__ import annotations
@@ -57,12 +57,12 @@ def mc_proba(
 def bridge_proba(mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     """Mean of the Laplace-bridge Dirichlet."""
     if mean.shape[-1] == 1:
-        # Two logits (0, f): the difference of the logits carries all the uncertainty.
-        zeros = torch.zeros_like(mean)
-        mean = torch.cat([zeros, mean], dim=-1)
-        v = cov[:, 0, 0]
-        cov = torch.zeros((mean.shape[0], 2, 2), dtype=cov.dtype, device=cov.device)
-        cov[:, 1, 1] = v
+        # The symmetric two-logit model (−f/2, f/2) gives the same softmax; its covariance
+        # (v/4)[[1, −1], [−1, 1]] has no component along 1, which the projection below removes.
+        mean = torch.cat([-mean / 2, mean / 2], dim=-1)
+        quarter = cov[:, 0, 0] / 4
+        sign = torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=cov.dtype, device=cov.device)
+        cov = quarter[:, None, None] * sign
     k = mean.shape[-1]
     ones = torch.ones(k, dtype=mean.dtype, device=mean.device)
     # Remove the unidentified direction 1 (the softmax is invariant to adding a constant).

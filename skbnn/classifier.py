@@ -62,7 +62,10 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         it), each tuned by the evidence. ``"layerwise"`` needs a GGN that does not mix layers,
         ``"kron"`` or ``"diag"``; with ``hessian_structure="auto"`` it selects ``"kron"``.
     evidence_tuning : {"online", "posthoc"}, default="online"
-        When δ is re-estimated: during training as well (online) or only after it (post hoc).
+        When δ is re-estimated: during training as well (online: 20 times after a 10% burn-in)
+        or only after it (post hoc). If the evidence was higher at an online refresh than at the
+        end of training, the weights of that refresh are kept, as in Immer et al. (2021)'s
+        algorithm (not with ``early_stopping``, which selects by validation loss).
     max_iter : "auto" or int, default="auto"
         Number of training epochs. ``"auto"`` aims at about 6000 optimiser steps, within 20 to 1000
         epochs: 1000 full-batch epochs for up to 1024 rows, fewer epochs of minibatches beyond.
@@ -108,6 +111,10 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         Its KL(q ‖ prior) part (only with ``inference="ggn-vi"``).
     elbo_curve_ : list of float
         The ELBO after each variational iteration (only with ``inference="ggn-vi"``).
+    scores_ : list of float
+        The log evidence (as ``log_marginal_likelihood_value_``) after each online refresh of
+        the hyperparameters, then at the fitted posterior (its last entry); one more entry per
+        ``partial_fit`` call.
     n_iter_ : int
         Number of training epochs run.
     loss_curve_ : list of float
@@ -397,7 +404,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
 
     def _store_fitted_hyperparameters(self, hyper, terms):
         self.prior_precision_ = hyper.prior_precision
-        self.log_marginal_likelihood_value_ = log_marginal_likelihood(terms, hyper.prior_precision)
+        self.log_marginal_likelihood_value_ = self._log_evidence(terms, hyper)
 
     # -- helpers -----------------------------------------------------------------------------------
 

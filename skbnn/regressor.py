@@ -53,11 +53,12 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         σ_k² = R_k/(N − γ_k), alternated with refits of the GGN). A fixed value
         must lie within [1e-12, 1e12] times the std of y (of 1 with ``normalize_y=False``).
     noise : {"homoscedastic", "heteroscedastic"}, default="homoscedastic"
-        ``"heteroscedastic"``: the network outputs a mean and a log noise variance per target,
-        log σ²(x), so the noise may vary with x; its GGN uses the Fisher information of
-        N(μ, σ²) in (μ, log σ²), the evidence tunes δ (``sigma_noise`` must stay "evidence"),
-        and the predictive noise variance is E[σ²(x)] under the linearised posterior. Not
-        available with ``inference="ggn-vi"``.
+        ``"heteroscedastic"``: the network outputs the natural parameters of N(μ(x), σ²(x))
+        per target (μ/σ² and log 1/σ², Immer et al. 2023), so the noise may vary with x; its
+        GGN uses the Fisher information, the evidence tunes δ (``sigma_noise`` must stay
+        "evidence"), and the predictive linearises network and link together: mean μ(x),
+        noise variance E[σ²(x)] under the linearised posterior. Not available with
+        ``inference="ggn-vi"``.
     normalize_y : bool, default=True
         Standardise y (weighted mean and std) before training; everything reported is in the
         original units.
@@ -80,7 +81,9 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         With ``"online"``, δ and σ are re-estimated from the evidence 20 times during training
         after a 10% burn-in, so that the weight decay is the one the evidence chooses
         (Immer et al. 2021); with ``"posthoc"`` they are tuned only after training. Both finish
-        with a post-hoc maximisation at the final weights.
+        with a post-hoc maximisation at the final weights. If the evidence was higher at a
+        refresh than at the end of training, the weights of that refresh are kept, as in Immer
+        et al.'s algorithm (not with ``early_stopping``, which selects by validation loss).
     max_iter : "auto" or int, default="auto"
         Number of training epochs. ``"auto"`` aims at about 6000 optimiser steps, within 20 to 1000
         epochs: 1000 full-batch epochs for up to 1024 rows, fewer epochs of minibatches beyond.
@@ -128,6 +131,10 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         Its KL(q ‖ prior) part (only with ``inference="ggn-vi"``).
     elbo_curve_ : list of float
         The ELBO after each variational iteration (only with ``inference="ggn-vi"``).
+    scores_ : list of float
+        The log evidence (as ``log_marginal_likelihood_value_``) after each online refresh of
+        the hyperparameters, then at the fitted posterior (its last entry); one more entry per
+        ``partial_fit`` call.
     n_iter_ : int
         Number of training epochs run.
     loss_curve_ : list of float
@@ -529,9 +536,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             self._noise_ref = self._likelihood.noise_std.cpu().numpy()
             sigma = hyper.noise_scale * self._noise_ref * self._y_scale
             self.sigma_noise_ = float(sigma[0]) if self._y_1d else sigma
-        self.log_marginal_likelihood_value_ = log_marginal_likelihood(
-            terms, hyper.prior_precision, hyper.noise_scale
-        ) - self._log_evidence_unit_shift(terms)
+        self.log_marginal_likelihood_value_ = self._log_evidence(terms, hyper)
 
     def _log_evidence_unit_shift(self, terms):
         return terms.n_data * float(np.log(self._y_scale).sum())

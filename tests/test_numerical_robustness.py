@@ -345,3 +345,13 @@ def test_link_approximations_stay_finite_for_extreme_logits(n_classes, scale, ap
     assert torch.isfinite(proba).all()
     assert torch.all((proba >= 0) & (proba <= 1))
     assert_allclose(proba.sum(-1).numpy(), 1.0, rtol=1e-12)
+
+
+def test_binary_bridge_is_the_two_class_bridge():
+    # For K = 2 the bridge's Dirichlet mean is the softmax of the logits whatever their variance
+    # (α_k ∝ e^{m_k} when both classes share one variance): one logit f must give σ(f).
+    f = torch.tensor([[-3.0], [-0.5], [0.0], [2.0]], dtype=torch.float64)
+    for variance in [1e-6, 1.0, 100.0]:
+        cov = torch.full((4, 1, 1), variance, dtype=torch.float64)
+        proba = bridge_proba(f, cov)
+        assert_allclose(proba[:, 1].numpy(), torch.sigmoid(f[:, 0]).numpy(), rtol=1e-12)
