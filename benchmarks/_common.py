@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -88,3 +89,19 @@ def classification_split(X, y, seed: int):
         X_rest, y_rest, train_size=0.5, random_state=seed, shuffle=True, stratify=y_rest
     )
     return X_train, y_train, X_test, y_test, X_val, y_val
+
+
+def result_key(name: str, dataset: str, split: int) -> str:
+    """Key of one (estimator, dataset, split or seed) result in the raw-results JSON files."""
+    return f"{name}/{dataset}/{split}"
+
+
+def load_raw(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_raw(path: Path, records: list[dict], split_field: str) -> None:
+    """Merge ``records`` into the JSON file at ``path`` (a record replaces one of the same key)."""
+    raw = load_raw(path)
+    raw.update({result_key(r["estimator"], r["dataset"], r[split_field]): r for r in records})
+    path.write_text(json.dumps(dict(sorted(raw.items())), indent=1) + "\n")

@@ -48,8 +48,11 @@ from _common import (
     CLASSIFICATION_SETS,
     RESULTS,
     classification_split,
+    load_raw,
     load_uci_classification,
     mean_se,
+    result_key,
+    save_raw,
     write_section,
 )
 
@@ -166,21 +169,6 @@ def run_seed(name: str, dataset: str, seed: int, threads: int) -> dict:
 
 
 # -- raw results --------------------------------------------------------------------------------
-
-
-def result_key(name: str, dataset: str, seed: int) -> str:
-    return f"{name}/{dataset}/{seed}"
-
-
-def load_raw(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def save_raw(path: Path, records: list[dict]) -> None:
-    """Merge ``records`` into the JSON file at ``path`` (a record replaces one of the same key)."""
-    raw = load_raw(path)
-    raw.update({result_key(r["estimator"], r["dataset"], r["seed"]): r for r in records})
-    path.write_text(json.dumps(dict(sorted(raw.items())), indent=1) + "\n")
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -308,7 +296,7 @@ def main(argv=None):
             for name in names:
                 results[name, dataset] = [r for r in records if r["estimator"] == name]
             if not args.no_write:
-                save_raw(args.json, records)
+                save_raw(args.json, records, "seed")
     write_table(results, names, args.datasets, None if args.no_write else args.results)
 
 

@@ -49,9 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     REGRESSION_SETS,
     RESULTS,
+    load_raw,
     load_uci_regression,
     mean_se,
     n_splits,
+    result_key,
+    save_raw,
     write_section,
 )
 
@@ -350,21 +353,6 @@ def run_split(name: str, dataset: str, split: int, threads: int, options: dict) 
 # -- raw results --------------------------------------------------------------------------------
 
 
-def result_key(name: str, dataset: str, split: int) -> str:
-    return f"{name}/{dataset}/{split}"
-
-
-def load_raw(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def save_raw(path: Path, records: list[dict]) -> None:
-    """Merge ``records`` into the JSON file at ``path`` (a record replaces one of the same key)."""
-    raw = load_raw(path)
-    raw.update({result_key(r["estimator"], r["dataset"], r["split"]): r for r in records})
-    path.write_text(json.dumps(dict(sorted(raw.items())), indent=1) + "\n")
-
-
 # -- the table ----------------------------------------------------------------------------------
 
 
@@ -552,7 +540,7 @@ def main(argv=None):
             for name in names:
                 results[name, dataset] = [r for r in records if r["estimator"] == name]
             if not args.no_write:
-                save_raw(args.json, records)
+                save_raw(args.json, records, "split")
     write_table(results, names, args.datasets, None if args.no_write else args.results)
 
 
