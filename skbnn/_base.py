@@ -56,6 +56,8 @@ AUTO_TARGET_STEPS = 6000
 # hessian_structure="auto": a dense GGN up to this many posterior parameters (two P×P float64
 # matrices of at most 100 MB, one eigh of a few seconds), KFAC beyond.
 AUTO_FULL_MAX_PARAMS = 2500
+# The evidence's data term is summed over blocks of this many rows (bounded activation memory).
+DATA_FIT_BLOCK_ROWS = 65536
 # Per-output noise of multi-output regression: fixed-point rounds after training.
 PER_OUTPUT_NOISE_ROUNDS = 3
 # A dense GGN is refused before training when its matrices would exceed this share of the RAM.
@@ -313,14 +315,7 @@ class BaseLaplaceMLP(BaseEstimator):
             )
             module64, curvature, terms = laplace_and_evidence()
         scores.append(self._log_evidence(terms, hyper))
-        posterior = LaplacePosterior(
-            mean=flat_parameters(module64, param_names),
-            curvature=curvature,
-            prior_precision=hyper.prior_precision,
-            noise_scale=hyper.noise_scale,
-            param_names=param_names,
-            layer_sizes=layer_sizes(module64, param_names),
-        )
+        posterior = _posterior_at(module64, curvature, hyper, param_names)
         if self.inference == "ggn-vi":
             posterior, elbo, self.elbo_curve_ = fit_glm_vi(
                 module64,
@@ -449,8 +444,11 @@ class BaseLaplaceMLP(BaseEstimator):
         X64 = X.to(torch.float64)
         y64 = y.to(torch.float64) if y.is_floating_point() else y
         w64 = weights.to(torch.float64)
-        with torch.no_grad():
-            data_fit = float((w64 * likelihood.data_fit(module64(X64), y64)).sum())
+        with torch.no_grad():  # in blocks: one float64 forward pass of all rows is large
+            data_fit = sum(
+                float((w64[rows] * likelihood.data_fit(module64(X64[rows]), y64[rows])).sum())
+                for rows in _row_blocks(X64.shape[0])
+            )
         map_norm_sq = float(flat_parameters(module64, param_names).square().sum())
         # The training loss was finite, yet float64 outputs or curvature may still overflow.
         _check_finite_at_map([data_fit, map_norm_sq])
@@ -491,14 +489,7 @@ class BaseLaplaceMLP(BaseEstimator):
         of squares of output k and V_n = J_n Σ J_nᵀ at the training points. The new noise levels
         become the likelihood's reference noise (its GGN changes with them) and c returns to 1.
         """
-        posterior = LaplacePosterior(
-            mean=flat_parameters(module64, param_names),
-            curvature=curvature,
-            prior_precision=hyper.prior_precision,
-            noise_scale=hyper.noise_scale,
-            param_names=param_names,
-            layer_sizes=layer_sizes(module64, param_names),
-        )
+        posterior = _posterior_at(module64, curvature, hyper, param_names)
         y64, w64 = y.to(torch.float64), weights.to(torch.float64)[:, None]
         f, cov = glm_outputs(module64, posterior, X.to(torch.float64))
         residual_sq = (w64 * (y64 - f).square()).sum(0)
@@ -697,6 +688,22 @@ def glm_outputs(module, posterior, X):
         means.append(f if offset is None else f + J @ offset)
         covs.append(posterior.functional_covariance(J))
     return torch.cat(means), torch.cat(covs)
+
+
+def _row_blocks(n_rows, block=DATA_FIT_BLOCK_ROWS):
+    return (slice(begin, begin + block) for begin in range(0, n_rows, block))
+
+
+def _posterior_at(module, curvature, hyper, param_names):
+    """The Laplace posterior at the module's current weights and the current δ, c."""
+    return LaplacePosterior(
+        mean=flat_parameters(module, param_names),
+        curvature=curvature,
+        prior_precision=hyper.prior_precision,
+        noise_scale=hyper.noise_scale,
+        param_names=param_names,
+        layer_sizes=layer_sizes(module, param_names),
+    )
 
 
 def _layer_norms_sq(module, names):

@@ -70,20 +70,18 @@ class LaplacePosterior:
 
     def precision_vector_product(self, v: torch.Tensor) -> torch.Tensor:
         """Σ⁻¹ v = (sG + δI) v for vectors v (..., P), in the eigenbasis."""
-        product = self.curvature.from_eigenbasis(
-            self.curvature.to_eigenbasis(v) * self.precision_eigenvalues.to(v)
-        )
-        if self._has_complement:
-            product = product + self._complement(v) * self.prior_precision
+        rotated, orthogonal = self._split(v)
+        product = self.curvature.from_eigenbasis(rotated * self.precision_eigenvalues.to(v))
+        if orthogonal is not None:
+            product = product + orthogonal * self.prior_precision
         return product
 
     def covariance_vector_product(self, v: torch.Tensor) -> torch.Tensor:
         """Σ v for vectors v (..., P), in the eigenbasis."""
-        product = self.curvature.from_eigenbasis(
-            self.curvature.to_eigenbasis(v) / self.precision_eigenvalues
-        )
-        if self._has_complement:
-            product = product + self._complement(v) / self.prior_precision
+        rotated, orthogonal = self._split(v)
+        product = self.curvature.from_eigenbasis(rotated / self.precision_eigenvalues)
+        if orthogonal is not None:
+            product = product + orthogonal / self.prior_precision
         return product
 
     @property
@@ -108,7 +106,7 @@ class LaplacePosterior:
 
     def _complement(self, A: torch.Tensor) -> torch.Tensor:
         """The part of rows of A (..., P) orthogonal to the GGN's eigenvectors."""
-        return A - self.curvature.from_eigenbasis(self.curvature.to_eigenbasis(A))
+        return self._split(A)[1]
 
     def log_det_precision(self) -> float:
         log_det = float(torch.log(self.precision_eigenvalues).sum())
@@ -124,24 +122,28 @@ class LaplacePosterior:
 
         With ``J_other`` (batch, K, P) it returns the per-sample cross-covariances J Σ J_otherᵀ.
         """
-        J_other = J if J_other is None else J_other
-        inv = 1.0 / self.precision_eigenvalues.to(J)
-        Jv, Jw = self.curvature.to_eigenbasis(J), self.curvature.to_eigenbasis(J_other)
-        cov = torch.einsum("bkp,p,blp->bkl", Jv, inv, Jw)
-        if self._has_complement:
-            Jc, Jd = self._complement(J), self._complement(J_other)
-            cov = cov + torch.einsum("bkp,blp->bkl", Jc, Jd) / self.prior_precision
-        return cov
+        return self._jacobian_covariance("bkp,p,blp->bkl", "bkp,blp->bkl", J, J_other)
 
     def functional_cross_covariance(self, J_a: torch.Tensor, J_b: torch.Tensor) -> torch.Tensor:
         """Covariances between all pairs, shape (n_a, K, n_b, K), from J_a, J_b of (n, K, P)."""
-        inv = 1.0 / self.precision_eigenvalues.to(J_a)
-        Ja, Jb = self.curvature.to_eigenbasis(J_a), self.curvature.to_eigenbasis(J_b)
-        cov = torch.einsum("akp,p,blp->akbl", Ja, inv, Jb)
-        if self._has_complement:
-            Jc, Jd = self._complement(J_a), self._complement(J_b)
-            cov = cov + torch.einsum("akp,blp->akbl", Jc, Jd) / self.prior_precision
+        return self._jacobian_covariance("akp,p,blp->akbl", "akp,blp->akbl", J_a, J_b)
+
+    def _jacobian_covariance(self, pattern, complement_pattern, J, J_other=None):
+        """J Σ J_otherᵀ contracted by ``pattern``; each Jacobian is projected only once."""
+        inv = 1.0 / self.precision_eigenvalues.to(J)
+        Jv, Jc = self._split(J)
+        Jw, Jd = (Jv, Jc) if J_other is None else self._split(J_other)
+        cov = torch.einsum(pattern, Jv, inv, Jw)
+        if Jc is not None:
+            cov = cov + torch.einsum(complement_pattern, Jc, Jd) / self.prior_precision
         return cov
+
+    def _split(self, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Rows of A (..., P) in the GGN's eigenbasis, and their part orthogonal to it (or None)."""
+        rotated = self.curvature.to_eigenbasis(A)
+        if not self._has_complement:
+            return rotated, None
+        return rotated, A - self.curvature.from_eigenbasis(rotated)
 
     def sample(self, n_samples: int, generator: torch.Generator) -> torch.Tensor:
         """Draw ``n_samples`` parameter vectors θ ~ N(θ*, Σ), shape (n_samples, P)."""
