@@ -66,6 +66,8 @@ AUTO_EPOCH_RANGE = (20, 1000)
 # evidence_tuning="online": refresh δ, σ this many times, after this fraction of the epochs.
 ONLINE_EVIDENCE_UPDATES = 20
 ONLINE_EVIDENCE_BURN_IN = 0.1
+# The prior precision δ of the first epochs, until the evidence first sets it.
+INITIAL_PRIOR_PRECISION = 1.0
 # noise="heteroscedastic": this fraction of the epochs fits the mean alone first.
 HETEROSCEDASTIC_WARM_UP = 0.3
 
@@ -242,7 +244,9 @@ class BaseLaplaceMLP(BaseEstimator):
         )
         module.to(device)
         hyper = _Hyperparameters(
-            prior_precision=1.0 if self.prior_precision == "evidence" else self.prior_precision,
+            prior_precision=INITIAL_PRIOR_PRECISION
+            if self.prior_precision == "evidence"
+            else self.prior_precision,
             noise_scale=self._fixed_noise_scale() or 1.0,
         )
         param_names = self._posterior_parameter_names(module)
