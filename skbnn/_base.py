@@ -305,6 +305,9 @@ class BaseLaplaceMLP(BaseEstimator):
             generator=generator,
             validation=validation,
             on_epoch_end=on_epoch_end,
+            validation_loss_fn=lambda f, t: likelihood.negative_log_likelihood(
+                f, t, hyper.noise_scale
+            ),
         )
 
         module64, curvature, terms = laplace_and_evidence()

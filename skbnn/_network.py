@@ -123,6 +123,7 @@ def train_map(
     validation: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
     prior_penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+    validation_loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainingResult:
     """Find the MAP weights with Adam on minibatches and a cosine learning-rate decay.
 
@@ -143,6 +144,9 @@ def train_map(
         ``prior_penalty(module)`` → −log p(θ) up to a constant, for a prior other than
         N(0, δ⁻¹I) (``partial_fit``: the previous posterior); it is added to the objective
         divided by N, and ``prior_precision`` should then return 0.
+    validation_loss_fn : callable, optional
+        Per-sample loss of the validation set, when it differs from ``loss_fn`` (a warm-up loss
+        must not compete with the likelihood for the best weights); default ``loss_fn``.
 
     The cosine decay lets the last epochs settle at a mode, which the Laplace approximation assumes.
     A ``KeyboardInterrupt`` stops training after the current step with a warning; the weights
@@ -203,7 +207,7 @@ def train_map(
             result.loss_curve.append(epoch_loss)
             result.n_iter = epoch
             if validation is not None:
-                score = _validation_loss(module, loss_fn, *validation)
+                score = _validation_loss(module, validation_loss_fn or loss_fn, *validation)
                 result.validation_scores.append(score)
                 if score < best_score - config.tol * abs(best_score):
                     best_score, epochs_without_improvement = score, 0
