@@ -1,9 +1,14 @@
-"""Helpers shared by the benchmark scripts: data loading and writing sections of RESULTS.md."""
+"""Helpers shared by the benchmark scripts: data loading, the side-by-side runner of the UCI
+scripts (fit in parallel or read back from their raw-results JSON), writing RESULTS.md sections."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import platform
 import re
+import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +110,77 @@ def save_raw(path: Path, records: list[dict], split_field: str) -> None:
     raw = load_raw(path)
     raw.update({result_key(r["estimator"], r["dataset"], r[split_field]): r for r in records})
     path.write_text(json.dumps(dict(sorted(raw.items())), indent=1) + "\n")
+
+
+def skbnn_kwargs(name: str) -> dict | None:
+    """Constructor keywords of a ``skbnn:{...}`` estimator label, None for any other name."""
+    if not name.startswith("skbnn:"):
+        return None
+    kwargs = json.loads(name[len("skbnn:") :])
+    if not isinstance(kwargs, dict) or "random_state" in kwargs:
+        raise ValueError("skbnn:{...} takes a JSON dict of keywords other than random_state")
+    return kwargs
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, raw_results: Path, unit: str) -> None:
+    """The options every side-by-side script shares: parallelism, raw results, output."""
+    parser.add_argument("--n-jobs", type=int, default=1, help="jobs fitted in parallel")
+    parser.add_argument("--json", type=Path, default=raw_results, help=f"per-{unit} raw results")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the markdown to write")
+    parser.add_argument(
+        "--from-json", action="store_true", help="rebuild the table from --json, no fitting"
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only")
+
+
+def gather_results(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    names: list[str],
+    indices: dict[str, list[int]],
+    job: Callable[[str, str, int, int], dict],
+    unit: str,
+    command: list[str],
+    summary: Callable[[dict], str],
+) -> dict:
+    """Per-(estimator, dataset) lists of result records, one per split (or seed) in ``indices``.
+
+    With ``--from-json`` they are read back (an error lists what is missing); otherwise each
+    ``job(name, dataset, index, threads)`` runs in a joblib pool, its record is printed with
+    ``summary`` and tagged with the command, and the records are merged into ``--json``.
+    """
+    import torch
+    from joblib import Parallel, delayed
+
+    results = {}
+    if args.from_json:
+        raw = load_raw(args.json)
+        keys = [result_key(n, d, i) for n in names for d in args.datasets for i in indices[d]]
+        missing = [key for key in keys if key not in raw]
+        if missing:
+            parser.error(f"{len(missing)} results not in {args.json}: {', '.join(missing[:10])}")
+        for name in names:
+            for d in args.datasets:
+                results[name, d] = [raw[result_key(name, d, i)] for i in indices[d]]
+        return results
+    threads = 1 if args.n_jobs > 1 else torch.get_num_threads()
+    run = shlex.join(command) + (
+        f" ({platform.machine()}, torch {torch.__version__}, {args.n_jobs} job(s) × "
+        f"{threads} thread(s))"
+    )
+    for dataset in args.datasets:
+        jobs = [(name, i) for name in names for i in indices[dataset]]
+        records = Parallel(n_jobs=args.n_jobs)(
+            delayed(job)(name, dataset, i, threads) for name, i in jobs
+        )
+        for record in records:
+            record["run"] = run
+            print(
+                f"{record['estimator']} {dataset} {unit} {record[unit]}: {summary(record)}",
+                flush=True,
+            )
+        for name in names:
+            results[name, dataset] = [r for r in records if r["estimator"] == name]
+        if not args.no_write:
+            save_raw(args.json, records, unit)
+    return results

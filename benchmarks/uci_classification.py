@@ -25,9 +25,6 @@ one-vs-rest for more than two classes), ``logreg`` (LogisticRegression) and ``hg
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import shlex
 import sys
 import time
 import warnings
@@ -35,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import log_loss
 from sklearn.pipeline import make_pipeline
@@ -46,13 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     CLASSIFICATION_SEEDS,
     CLASSIFICATION_SETS,
-    RESULTS,
+    add_run_arguments,
     classification_split,
-    load_raw,
+    gather_results,
     load_uci_classification,
     mean_se,
-    result_key,
-    save_raw,
+    skbnn_kwargs,
     write_section,
 )
 
@@ -110,16 +105,6 @@ PEER_LABELS = {
 }
 
 
-def skbnn_kwargs(name: str) -> dict | None:
-    """Constructor keywords of a ``skbnn:{...}`` label, None for any other name."""
-    if not name.startswith("skbnn:"):
-        return None
-    kwargs = json.loads(name[len("skbnn:") :])
-    if not isinstance(kwargs, dict) or "random_state" in kwargs:
-        raise ValueError("skbnn:{...} takes a JSON dict of keywords other than random_state")
-    return kwargs
-
-
 def build(name: str, seed: int):
     """The pipeline StandardScaler → estimator ``name`` seeded by ``seed``."""
     kwargs = skbnn_kwargs(name)
@@ -166,9 +151,6 @@ def run_seed(name: str, dataset: str, seed: int, threads: int) -> dict:
         "total_time": total_time,
         "n_train": len(y_train),
     }
-
-
-# -- raw results --------------------------------------------------------------------------------
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -248,13 +230,7 @@ def main(argv=None):
     )
     parser.add_argument("--datasets", nargs="*", default=CLASSIFICATION_SETS)
     parser.add_argument("--seeds", type=int, default=10, help="first N seeds of the protocol")
-    parser.add_argument("--n-jobs", type=int, default=1, help="jobs fitted in parallel")
-    parser.add_argument("--json", type=Path, default=RAW_RESULTS, help="per-seed raw results")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="the markdown to write")
-    parser.add_argument(
-        "--from-json", action="store_true", help="rebuild the table from --json, no fitting"
-    )
-    parser.add_argument("--no-write", action="store_true", help="print only")
+    add_run_arguments(parser, RAW_RESULTS, "seed")
     args = parser.parse_args(argv)
     names = args.estimators
     try:
@@ -263,40 +239,18 @@ def main(argv=None):
         parser.error(str(error))
     seeds = CLASSIFICATION_SEEDS[: args.seeds]
 
-    results = {}
-    if args.from_json:
-        raw = load_raw(args.json)
-        keys = [result_key(name, d, s) for name in names for d in args.datasets for s in seeds]
-        missing = [key for key in keys if key not in raw]
-        if missing:
-            parser.error(f"{len(missing)} results not in {args.json}: {', '.join(missing[:10])}")
-        for name in names:
-            for d in args.datasets:
-                results[name, d] = [raw[result_key(name, d, s)] for s in seeds]
-    else:
-        threads = 1 if args.n_jobs > 1 else torch.get_num_threads()
-        run = shlex.join(["python", "benchmarks/uci_classification.py", *(argv or sys.argv[1:])])
-        run += (
-            f" ({platform.machine()}, torch {torch.__version__}, {args.n_jobs} job(s) × "
-            f"{threads} thread(s))"
-        )
-        for dataset in args.datasets:
-            jobs = [(name, s) for name in names for s in seeds]
-            records = Parallel(n_jobs=args.n_jobs)(
-                delayed(run_seed)(name, dataset, s, threads) for name, s in jobs
-            )
-            for record in records:
-                record["run"] = run
-                print(
-                    f"{record['estimator']} {dataset} seed {record['seed']}: "
-                    f"NLL {record['nll']:.3f}, ECE {record['ece']:.3f}, acc {record['acc']:.3f}, "
-                    f"fit {record['fit_time']:.1f} s",
-                    flush=True,
-                )
-            for name in names:
-                results[name, dataset] = [r for r in records if r["estimator"] == name]
-            if not args.no_write:
-                save_raw(args.json, records, "seed")
+    results = gather_results(
+        parser,
+        args,
+        names,
+        {d: seeds for d in args.datasets},
+        run_seed,
+        "seed",
+        ["python", "benchmarks/uci_classification.py", *(argv or sys.argv[1:])],
+        lambda r: (
+            f"NLL {r['nll']:.3f}, ECE {r['ece']:.3f}, acc {r['acc']:.3f}, fit {r['fit_time']:.1f} s"
+        ),
+    )
     write_table(results, names, args.datasets, None if args.no_write else args.results)
 
 

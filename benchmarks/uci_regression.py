@@ -26,10 +26,8 @@ of ``--gpr-max-rows`` training rows, default 3000, where a split is larger: kin8
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import math
-import platform
-import shlex
 import sys
 import time
 import warnings
@@ -37,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
 from scipy.stats import norm
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -48,13 +45,12 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     REGRESSION_SETS,
-    RESULTS,
-    load_raw,
+    add_run_arguments,
+    gather_results,
     load_uci_regression,
     mean_se,
     n_splits,
-    result_key,
-    save_raw,
+    skbnn_kwargs,
     write_section,
 )
 
@@ -282,16 +278,6 @@ ESTIMATORS = {
 OPTIONAL = {"ngboost": "ngboost", "laplace-torch": "laplace"}
 
 
-def skbnn_kwargs(name: str) -> dict | None:
-    """Constructor keywords of a ``skbnn:{...}`` label, None for any other name."""
-    if not name.startswith("skbnn:"):
-        return None
-    kwargs = json.loads(name[len("skbnn:") :])
-    if not isinstance(kwargs, dict) or "random_state" in kwargs:
-        raise ValueError("skbnn:{...} takes a JSON dict of keywords other than random_state")
-    return kwargs
-
-
 def build(name: str, seed: int, **options):
     """The pipeline StandardScaler → estimator ``name`` seeded by ``seed``."""
     kwargs = skbnn_kwargs(name)
@@ -348,9 +334,6 @@ def run_split(name: str, dataset: str, split: int, threads: int, options: dict) 
         "n_fit_rows": getattr(reg, "n_fit_rows_", len(y_train)),
         "prior_precision": None if prior is None else np.asarray(prior).tolist(),
     }
-
-
-# -- raw results --------------------------------------------------------------------------------
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -482,19 +465,13 @@ def main(argv=None):
     )
     parser.add_argument("--datasets", nargs="*", default=REGRESSION_SETS)
     parser.add_argument("--splits", type=int, default=5, help="first N splits of each set")
-    parser.add_argument("--n-jobs", type=int, default=1, help="jobs fitted in parallel")
     parser.add_argument(
         "--gpr-max-rows",
         type=int,
         default=3000,
         help="fit gpr on a random subset of this many training rows (0: all)",
     )
-    parser.add_argument("--json", type=Path, default=RAW_RESULTS, help="per-split raw results")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="the markdown to write")
-    parser.add_argument(
-        "--from-json", action="store_true", help="rebuild the table from --json, no fitting"
-    )
-    parser.add_argument("--no-write", action="store_true", help="print only")
+    add_run_arguments(parser, RAW_RESULTS, "split")
     args = parser.parse_args(argv)
     options = {"gpr_max_rows": args.gpr_max_rows}
     try:
@@ -503,44 +480,18 @@ def main(argv=None):
         parser.error(str(error))
     if not names:
         parser.error("none of the estimators can run here")
-    splits = {d: range(min(args.splits, n_splits(d))) for d in args.datasets}
+    splits = {d: list(range(min(args.splits, n_splits(d)))) for d in args.datasets}
 
-    results = {}
-    if args.from_json:
-        raw = load_raw(args.json)
-        missing = [
-            result_key(name, d, s) for name in names for d in args.datasets for s in splits[d]
-        ]
-        missing = [key for key in missing if key not in raw]
-        if missing:
-            parser.error(f"{len(missing)} results not in {args.json}: {', '.join(missing[:10])}")
-        for name in names:
-            for d in args.datasets:
-                results[name, d] = [raw[result_key(name, d, s)] for s in splits[d]]
-    else:
-        threads = 1 if args.n_jobs > 1 else torch.get_num_threads()
-        run = shlex.join(["python", "benchmarks/uci_regression.py", *(argv or sys.argv[1:])])
-        run += (
-            f" ({platform.machine()}, torch {torch.__version__}, {args.n_jobs} job(s) × "
-            f"{threads} thread(s))"
-        )
-        for dataset in args.datasets:
-            jobs = [(name, s) for name in names for s in splits[dataset]]
-            records = Parallel(n_jobs=args.n_jobs)(
-                delayed(run_split)(name, dataset, s, threads, options) for name, s in jobs
-            )
-            for record in records:
-                record["run"] = run
-                print(
-                    f"{record['estimator']} {dataset} split {record['split']}: "
-                    f"LL {record['ll']:.3f}, RMSE {record['rmse']:.3f}, "
-                    f"fit {record['fit_time']:.1f} s",
-                    flush=True,
-                )
-            for name in names:
-                results[name, dataset] = [r for r in records if r["estimator"] == name]
-            if not args.no_write:
-                save_raw(args.json, records, "split")
+    results = gather_results(
+        parser,
+        args,
+        names,
+        splits,
+        functools.partial(run_split, options=options),
+        "split",
+        ["python", "benchmarks/uci_regression.py", *(argv or sys.argv[1:])],
+        lambda r: f"LL {r['ll']:.3f}, RMSE {r['rmse']:.3f}, fit {r['fit_time']:.1f} s",
+    )
     write_table(results, names, args.datasets, None if args.no_write else args.results)
 
 
