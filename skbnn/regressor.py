@@ -470,8 +470,8 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
                 )
             sigma_noise = _check_positive_finite(sigma_noise, "sigma_noise")
             c *= sigma_noise / float(np.atleast_1d(self.sigma_noise_)[0])
-        value = log_marginal_likelihood(self._evidence_terms, delta, c)
-        return value - self._evidence_terms.n_data * float(np.log(self._y_scale).sum())
+        terms = self._evidence_terms
+        return log_marginal_likelihood(terms, delta, c) - self._log_evidence_unit_shift(terms)
 
     # -- hooks of BaseLaplaceMLP -------------------------------------------------------------------
 
