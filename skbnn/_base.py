@@ -62,7 +62,7 @@ DATA_FIT_BLOCK_ROWS = 65536
 PER_OUTPUT_NOISE_ROUNDS = 3
 # A dense GGN is refused before training when its matrices would exceed this share of the RAM.
 FULL_GGN_MAX_MEMORY_FRACTION = 0.5
-AUTO_EPOCH_RANGE = (20, 1000)
+AUTO_EPOCH_RANGE = (20, 3000)
 # evidence_tuning="online": refresh δ, σ this many times, after this fraction of the epochs.
 ONLINE_EVIDENCE_UPDATES = 20
 ONLINE_EVIDENCE_BURN_IN = 0.1
@@ -126,7 +126,7 @@ class BaseLaplaceMLP(BaseEstimator):
         evidence_tuning="online",
         max_iter="auto",
         batch_size="auto",
-        learning_rate_init=1e-2,
+        learning_rate_init=3e-3,
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=50,

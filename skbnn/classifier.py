@@ -67,12 +67,13 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         end of training, the weights of that refresh are kept, as in Immer et al. (2021)'s
         algorithm (not with ``early_stopping``, which selects by validation loss).
     max_iter : "auto" or int, default="auto"
-        Number of training epochs. ``"auto"`` aims at about 6000 optimiser steps, within 20 to 1000
-        epochs: 1000 full-batch epochs for up to 1024 rows, fewer epochs of minibatches beyond.
+        Number of training epochs. ``"auto"`` aims at about 6000 optimiser steps, within 20 to 3000
+        epochs: 3000 full-batch epochs for up to 1024 rows, fewer epochs of minibatches beyond.
     batch_size : "auto" or int, default="auto"
         Minibatch size; ``"auto"`` trains full-batch up to 1024 rows, else uses batches of 256.
-    learning_rate_init : float, default=0.01
-        Adam's initial learning rate; it decays to zero on a cosine schedule.
+    learning_rate_init : float, default=0.003
+        Adam's initial learning rate; it decays to zero on a cosine schedule. The default suits
+        the ~6000 steps of ``max_iter="auto"``; raise it for much shorter runs.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data and restore the best weights.
     validation_fraction : float, default=0.1
@@ -152,7 +153,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
     >>> from sklearn.datasets import make_moons
     >>> from skbnn import LaplaceMLPClassifier
     >>> X, y = make_moons(n_samples=200, noise=0.2, random_state=0)
-    >>> clf = LaplaceMLPClassifier(max_iter=300, random_state=0).fit(X, y)
+    >>> clf = LaplaceMLPClassifier(random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:2]).shape
     (2, 2)
     >>> bool(clf.score(X, y) > 0.9)
@@ -182,7 +183,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         evidence_tuning="online",
         max_iter="auto",
         batch_size="auto",
-        learning_rate_init=1e-2,
+        learning_rate_init=3e-3,
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=50,

@@ -93,7 +93,9 @@ def test_heteroscedastic_mean_is_fitted_on_a_low_noise_target():
     X, X_test = rng.uniform(-1, 1, size=(250, 3)), rng.uniform(-1, 1, size=(500, 3))
     target = lambda X: np.exp(3 * X[:, 0]) + X[:, 1] ** 2  # noqa: E731
     y = target(X) + 0.02 * rng.randn(len(X))
-    model = LaplaceMLPRegressor(noise="heteroscedastic", max_iter=500, random_state=0).fit(X, y)
+    model = LaplaceMLPRegressor(
+        noise="heteroscedastic", max_iter=500, learning_rate_init=1e-2, random_state=0
+    ).fit(X, y)
     assert model.score(X_test, target(X_test)) > 0.9
 
 

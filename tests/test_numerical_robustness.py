@@ -27,7 +27,8 @@ from skbnn._predictive import bridge_proba, mc_proba, probit_proba
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
-FAST = dict(hidden_layer_sizes=(5,), max_iter=30, random_state=0)
+# Short runs: the default learning rate is paired with the ~6000 steps of max_iter="auto".
+FAST = dict(hidden_layer_sizes=(5,), max_iter=30, learning_rate_init=1e-2, random_state=0)
 
 
 def _data(n=20, d=3):

@@ -45,7 +45,7 @@ def test_mlp_partial_fit_is_close_to_fit():
     y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2 / 2 + 0.2 * rng.randn(600)
     X_test = rng.uniform(-2, 2, size=(400, 2))
     y_test = np.sin(2 * X_test[:, 0]) + X_test[:, 1] ** 2 / 2 + 0.2 * rng.randn(400)
-    params = dict(hidden_layer_sizes=(20,), max_iter=400, random_state=0)
+    params = dict(hidden_layer_sizes=(20,), max_iter=400, learning_rate_init=1e-2, random_state=0)
 
     def test_ll(model):
         mean, std = model.predict(X_test, return_std=True)
@@ -63,7 +63,9 @@ def test_classifier_partial_fit_needs_and_checks_classes():
     rng = np.random.RandomState(0)
     X = rng.randn(80, 2)
     y = np.where(X[:, 0] > 0, "yes", "no")
-    clf = LaplaceMLPClassifier(hidden_layer_sizes=(5,), max_iter=50, random_state=0)
+    clf = LaplaceMLPClassifier(
+        hidden_layer_sizes=(5,), max_iter=50, learning_rate_init=1e-2, random_state=0
+    )
     with pytest.raises(ValueError, match="classes must be passed"):
         clf.partial_fit(X, y)
     # The first chunk may hold one class only: `classes` says what the problem has.
