@@ -130,7 +130,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, raw_results: Path, unit: 
     parser.add_argument(
         "--from-json", action="store_true", help="rebuild the table from --json, no fitting"
     )
-    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--no-write",
+        action="store_true",
+        help="print the table, do not write it to --results (fitted results still go to --json)",
+    )
 
 
 def gather_results(
@@ -181,6 +185,6 @@ def gather_results(
             )
         for name in names:
             results[name, dataset] = [r for r in records if r["estimator"] == name]
-        if not args.no_write:
-            save_raw(args.json, records, unit)
+        # Always kept: a long run must not be lost to a flag meant for the markdown.
+        save_raw(args.json, records, unit)
     return results
