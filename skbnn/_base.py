@@ -51,8 +51,10 @@ from skbnn._variational import fit_glm_vi
 # batch_size="auto": full-batch (deterministic, best for the evidence) up to this many rows.
 FULL_BATCH_MAX_ROWS = 1024
 AUTO_MINIBATCH_SIZE = 256
-# max_iter="auto": about this many optimiser steps, within these many epochs.
+# max_iter="auto": about this many optimiser steps, within these many epochs (the cap binds for
+# full-batch fits, one step per epoch; chosen on the UCI benchmark, see benchmarks/RESULTS.md).
 AUTO_TARGET_STEPS = 6000
+AUTO_EPOCH_RANGE = (20, 3000)
 # hessian_structure="auto": a dense GGN up to this many posterior parameters (two P×P float64
 # matrices of at most 100 MB, one eigh of a few seconds), KFAC beyond.
 AUTO_FULL_MAX_PARAMS = 2500
@@ -62,7 +64,6 @@ DATA_FIT_BLOCK_ROWS = 65536
 PER_OUTPUT_NOISE_ROUNDS = 3
 # A dense GGN is refused before training when its matrices would exceed this share of the RAM.
 FULL_GGN_MAX_MEMORY_FRACTION = 0.5
-AUTO_EPOCH_RANGE = (20, 3000)
 # evidence_tuning="online": refresh δ, σ this many times, after this fraction of the epochs.
 ONLINE_EVIDENCE_UPDATES = 20
 ONLINE_EVIDENCE_BURN_IN = 0.1
