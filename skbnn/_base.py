@@ -43,10 +43,11 @@ from skbnn._network import (
     flat_parameters,
     last_layer_parameter_names,
     layer_sizes,
+    row_blocks,
     train_map,
 )
 from skbnn._posterior import LaplacePosterior
-from skbnn._variational import fit_glm_vi
+from skbnn._variational import fit_glm_vi, gaussian_glm_posterior_mean
 
 # batch_size="auto": full-batch (deterministic, best for the evidence) up to this many rows.
 FULL_BATCH_MAX_ROWS = 1024
@@ -58,8 +59,6 @@ AUTO_EPOCH_RANGE = (20, 3000)
 # hessian_structure="auto": a dense GGN up to this many posterior parameters (two P×P float64
 # matrices of at most 100 MB, one eigh of a few seconds), KFAC beyond.
 AUTO_FULL_MAX_PARAMS = 2500
-# The evidence's data term is summed over blocks of this many rows (bounded activation memory).
-DATA_FIT_BLOCK_ROWS = 65536
 # Per-output noise of multi-output regression: fixed-point rounds after training.
 PER_OUTPUT_NOISE_ROUNDS = 3
 # A dense GGN is refused before training when its matrices would exceed this share of the RAM.
@@ -100,6 +99,7 @@ class BaseLaplaceMLP(BaseEstimator):
         ],
         "prior_structure": [StrOptions({"scalar", "layerwise"})],
         "evidence_tuning": [StrOptions({"online", "posthoc"})],
+        "keep_best_evidence": ["boolean"],
         "inference": [StrOptions({"laplace", "ggn-vi"})],
         "max_iter": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
@@ -125,6 +125,7 @@ class BaseLaplaceMLP(BaseEstimator):
         prior_precision="evidence",
         prior_structure="scalar",
         evidence_tuning="online",
+        keep_best_evidence=True,
         max_iter="auto",
         batch_size="auto",
         learning_rate_init=3e-3,
@@ -144,6 +145,7 @@ class BaseLaplaceMLP(BaseEstimator):
         self.prior_precision = prior_precision
         self.prior_structure = prior_structure
         self.evidence_tuning = evidence_tuning
+        self.keep_best_evidence = keep_best_evidence
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
@@ -282,7 +284,8 @@ class BaseLaplaceMLP(BaseEstimator):
             if _is_online_update_epoch(epoch, max_iter):
                 module64, curvature, terms = laplace_and_evidence()
                 scores.append(self._log_evidence(terms, hyper))
-                best.offer(scores[-1], module, hyper, likelihood)
+                if self.keep_best_evidence and not self.early_stopping:
+                    best.offer(scores[-1], module, hyper, likelihood)
                 if self._tunes_noise_per_output(likelihood):
                     self._update_noise_per_output(
                         module64, curvature, likelihood, X_fit, y_fit, w_fit, param_names, hyper
@@ -312,7 +315,7 @@ class BaseLaplaceMLP(BaseEstimator):
         )
 
         module64, curvature, terms = laplace_and_evidence()
-        if not self.early_stopping and best.score > self._log_evidence(terms, hyper):
+        if best.score > self._log_evidence(terms, hyper):
             # The evidence peaked during training: keep those weights (Immer et al. 2021).
             best.restore(module, hyper, likelihood)
             module64, curvature, terms = laplace_and_evidence()
@@ -324,7 +327,8 @@ class BaseLaplaceMLP(BaseEstimator):
             module64, curvature, terms = laplace_and_evidence()
         scores.append(self._log_evidence(terms, hyper))
         posterior = _posterior_at(module64, curvature, hyper, param_names)
-        if self.inference == "ggn-vi":
+        inference = self._resolve_inference()
+        if inference == "ggn-vi":
             posterior, elbo, self.elbo_curve_ = fit_glm_vi(
                 module64,
                 likelihood,
@@ -348,6 +352,7 @@ class BaseLaplaceMLP(BaseEstimator):
         self.module_ = module64.cpu()
         self.posterior_ = _posterior_to_cpu(posterior)
         self.hessian_structure_ = structure
+        self.inference_ = inference
         self._evidence_terms = terms
         self._likelihood = likelihood
         self._store_fitted_hyperparameters(hyper, terms)
@@ -430,15 +435,32 @@ class BaseLaplaceMLP(BaseEstimator):
         )
         hyper = _Hyperparameters(prior_precision=delta, noise_scale=c)
         self._maximize_evidence(terms, hyper)
-
-        self.module_ = module64.cpu()
-        self.posterior_ = replace(
+        posterior = replace(
             previous,
-            mean=flat_parameters(self.module_, names),
-            curvature=curvature,
+            mean=flat_parameters(module64, names),
+            curvature=curvature.to(device),
             prior_precision=hyper.prior_precision,
             noise_scale=hyper.noise_scale,
         )
+        if self.inference_ == "ggn-vi":
+            # Only offered for a Gaussian likelihood: the chunk's linearised model under the
+            # previous posterior as prior has a closed-form posterior mean.
+            theta = posterior.mean
+            posterior, _, _ = gaussian_glm_posterior_mean(
+                module64,
+                self._likelihood,
+                X_t.to(torch.float64),
+                y_t.to(torch.float64),
+                w_t.to(torch.float64),
+                replace(posterior, linearization_point=theta),
+                prior_gradient=precision.precision_vector_product(theta - precision.mean),
+            )
+            for name in ("elbo_", "expected_log_likelihood_", "kl_divergence_", "elbo_curve_"):
+                # They describe an ELBO over all rows, which a chunk cannot update.
+                self.__dict__.pop(name, None)
+
+        self.module_ = module64.cpu()
+        self.posterior_ = _posterior_to_cpu(posterior)
         self._evidence_terms = terms
         self._store_fitted_hyperparameters(hyper, terms)
         self.scores_ = [*self.scores_, self._log_evidence(terms, hyper)]
@@ -455,7 +477,7 @@ class BaseLaplaceMLP(BaseEstimator):
         with torch.no_grad():  # in blocks: one float64 forward pass of all rows is large
             data_fit = sum(
                 float((w64[rows] * likelihood.data_fit(module64(X64[rows]), y64[rows])).sum())
-                for rows in _row_blocks(X64.shape[0])
+                for rows in row_blocks(X64.shape[0])
             )
         map_norm_sq = float(flat_parameters(module64, param_names).square().sum())
         # The training loss was finite, yet float64 outputs or curvature may still overflow.
@@ -550,6 +572,9 @@ class BaseLaplaceMLP(BaseEstimator):
         return self.posterior_.functional_cross_covariance(J_x, J_y)
 
     # -- small helpers -----------------------------------------------------------------------------
+
+    def _resolve_inference(self):
+        return self.inference
 
     def _tunes_online(self):
         tuned = self.prior_precision == "evidence" or self._fixed_noise_scale() is None
@@ -696,10 +721,6 @@ def glm_outputs(module, posterior, X):
         means.append(f if offset is None else f + J @ offset)
         covs.append(posterior.functional_covariance(J))
     return torch.cat(means), torch.cat(covs)
-
-
-def _row_blocks(n_rows, block=DATA_FIT_BLOCK_ROWS):
-    return (slice(begin, begin + block) for begin in range(0, n_rows, block))
 
 
 def _posterior_at(module, curvature, hyper, param_names):

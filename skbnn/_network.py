@@ -78,6 +78,15 @@ def last_layer_parameter_names(module: nn.Sequential) -> list[str]:
     return [f"{index}.weight", f"{index}.bias"]
 
 
+# Sums over the data run over blocks of this many rows (bounded activation memory).
+DATA_BLOCK_ROWS = 65536
+
+
+def row_blocks(n_rows: int, block: int = DATA_BLOCK_ROWS):
+    """Slices covering ``range(n_rows)`` in blocks of ``block`` rows."""
+    return (slice(begin, begin + block) for begin in range(0, n_rows, block))
+
+
 def flat_parameters(module: nn.Module, names: Sequence[str] | None = None) -> torch.Tensor:
     """Concatenate (a subset of) the module's parameters into one detached vector."""
     params = dict(module.named_parameters())

@@ -53,6 +53,7 @@ from torch.nn import functional as F
 from skbnn._curvature import fit_curvature
 from skbnn._evidence import PRIOR_PRECISION_BOUNDS
 from skbnn._jacobians import jacobian_batch_size, jacobians
+from skbnn._network import row_blocks
 from skbnn._posterior import LaplacePosterior
 
 # Quadrature nodes for one logit and Monte Carlo draws for several.
@@ -172,33 +173,65 @@ def fit_glm_vi(
 def _fit_gaussian_glm_vi(module, likelihood, X, y, weights, q):
     """GLM-VI for a Gaussian likelihood: the exact optimum q for the given (δ, c), in one step.
 
-    With r_n = y_n − f(x_n; θ*), b = Σ w_n J_nᵀ Λ r_n, R = Σ w_n ‖r_n‖²_Λ and G the GGN (at unit
-    noise scale), the optimal q is the linearised model's posterior: Σ⁻¹ = G/c² + δI and
-    μ = θ* + Σ (b/c² − δθ*); its expected fit is Σ_n w_n E_q‖y_n − f_lin(x_n)‖²_Λ =
-    R − 2bᵀΔ + ΔᵀGΔ + tr(GΣ) with Δ = μ − θ*, from one pass over the data. The quadratic form
-    uses the posterior's GGN structure, exact for ``"full"``.
+    The optimal q is the linearised model's posterior (:func:`gaussian_glm_posterior_mean`
+    with the prior N(0, δ⁻¹I)). With R the weighted residual sum of squares at θ*, b the
+    gradient vector and G the GGN (all at unit noise scale), its expected fit is
+    Σ_n w_n E_q‖y_n − f_lin(x_n)‖²_Λ = R − 2bᵀΔ + ΔᵀGΔ + tr(GΣ) with Δ = μ − θ*. The quadratic
+    form uses the posterior's GGN structure, exact for ``"full"``.
     """
     n_data, n_outputs = float(weights.sum()), module[-1].out_features
     theta_star = q.linearization_point
-    stats = _pass_statistics(module, likelihood, X, y, weights, q, draws=None)
-    b, eigenvalues = stats.gradient, q.curvature.eigenvalues
-    delta, c = q.prior_precision_vector.to(theta_star), q.noise_scale
-    q = replace(q, mean=theta_star + q.covariance_vector_product(b / c**2 - delta * theta_star))
+    delta = q.prior_precision_vector.to(theta_star)
+    q, residual_sq, b = gaussian_glm_posterior_mean(
+        module, likelihood, X, y, weights, q, prior_gradient=delta * theta_star
+    )
+    eigenvalues = q.curvature.eigenvalues
     offset = q.mean - theta_star
-    fit = stats.residual_sq - 2 * float(b @ offset)
+    fit = residual_sq - 2 * float(b @ offset)
     fit += float((eigenvalues * q.curvature.to_eigenbasis(offset) ** 2).sum())
     trace = float((eigenvalues / q.precision_eigenvalues).sum())
     parts = _elbo_parts(_PassStatistics(0.0, fit, trace, b, None), q, likelihood, n_data, n_outputs)
     return q, parts, [parts.elbo]
 
 
+def gaussian_glm_posterior_mean(module, likelihood, X, y, weights, q, prior_gradient):
+    """The mean of the linearised model's posterior under a Gaussian likelihood and prior.
+
+    Linearised at θ* (``q.linearization_point``, the module's weights), the log posterior is
+    quadratic with precision ``q``'s Σ⁻¹ = G/c² + Λ₀, so its mean is one Newton step from θ*:
+
+        μ = θ* + Σ (b/c² − g₀),    b = Σ_n w_n J_nᵀ Λ (y_n − f(x_n; θ*)),
+
+    with Λ = diag(1/σ_ref²) and g₀ the gradient of −log prior at θ* (δθ* for N(0, δ⁻¹I),
+    Λ₀(θ* − μ₀) for N(μ₀, Λ₀⁻¹)). It differs from θ* wherever training stopped short of the
+    MAP or δ, σ moved after it. b is minus the gradient of ½ Σ_n w_n ‖y_n − f_n‖²_Λ, so one
+    backward pass per block of rows gives it, without per-sample Jacobians.
+
+    Returns q with mean μ, and R = Σ_n w_n ‖y_n − f_n‖²_Λ and b (unit noise scale).
+    """
+    theta_star = q.linearization_point
+    params = dict(module.named_parameters())
+    chosen = [params[name] for name in q.param_names]
+    b = torch.zeros_like(theta_star)
+    residual_sq = 0.0
+    with torch.enable_grad():
+        for rows in row_blocks(X.shape[0]):
+            fit = (weights[rows] * likelihood.data_fit(module(X[rows]), y[rows])).sum()
+            grads = torch.autograd.grad(0.5 * fit, chosen)
+            b -= torch.cat([g.reshape(-1) for g in grads]).to(b)
+            residual_sq += float(fit.detach())
+    step = q.covariance_vector_product(b / q.noise_scale**2 - prior_gradient)
+    return replace(q, mean=theta_star + step), residual_sq, b
+
+
 def _pass_statistics(module, likelihood, X, y, weights, q, draws) -> _PassStatistics:
+    """E_q[log p], the gradient and E_q[Λ]^{1/2} of a classification likelihood, one data pass."""
     theta_star = q.linearization_point
     offset = q.mean - theta_star
     n_outputs = module[-1].out_features
     step = jacobian_batch_size(n_outputs, q.n_params)
     gradient = torch.zeros_like(q.mean)
-    expected_ll = residual_sq = variance_trace = 0.0
+    expected_ll = 0.0
     roots = []
     for begin in range(0, X.shape[0], step):
         f, J = jacobians(module, X[begin : begin + step], q.param_names)
@@ -206,21 +239,11 @@ def _pass_statistics(module, likelihood, X, y, weights, q, draws) -> _PassStatis
         yb = y[begin : begin + step]
         m = f + J @ offset
         V = q.functional_covariance(J)
-        if likelihood.name == "gaussian":
-            precision = 1.0 / likelihood.noise_std.to(m) ** 2
-            r = (yb - m) * precision
-            residual_sq += float((w * ((yb - m) ** 2 * precision).sum(-1)).sum())
-            variance_trace += float(
-                (w * (torch.diagonal(V, dim1=1, dim2=2) * precision).sum(-1)).sum()
-            )
-        else:
-            ll, r, root = _expected_classification_terms(likelihood, yb, m, V, draws)
-            expected_ll += float((w * ll).sum())
-            roots.append(root)
+        ll, r, root = _expected_classification_terms(likelihood, yb, m, V, draws)
+        expected_ll += float((w * ll).sum())
+        roots.append(root)
         gradient += torch.einsum("nkp,nk->p", J, w[:, None] * r)
-    return _PassStatistics(
-        expected_ll, residual_sq, variance_trace, gradient, torch.cat(roots) if roots else None
-    )
+    return _PassStatistics(expected_ll, 0.0, 0.0, gradient, torch.cat(roots))
 
 
 def _expected_classification_terms(likelihood, y, m, V, draws):
@@ -277,21 +300,11 @@ def _m_step(q, tune_prior) -> LaplacePosterior:
 
 
 def _natural_gradient_step(module, likelihood, X, weights, q, stats, structure, rho):
-    """One NGVI step: precision from E_q[Λ] (unchanged for a Gaussian), then the mean."""
-    if likelihood.name == "gaussian":
-        gradient = stats.gradient / q.noise_scale**2
-    else:
-        gradient = stats.gradient
-        curvature = fit_curvature(
-            module,
-            likelihood,
-            X,
-            weights,
-            q.param_names,
-            structure,
-            hessian_sqrt=stats.hessian_sqrt,
-        )
-        q = replace(q, curvature=curvature)
+    """One NGVI step for a classification likelihood: precision from E_q[Λ], then the mean."""
+    curvature = fit_curvature(
+        module, likelihood, X, weights, q.param_names, structure, hessian_sqrt=stats.hessian_sqrt
+    )
+    q = replace(q, curvature=curvature)
     prior_gradient = q.prior_precision_vector.to(q.mean) * q.mean
-    direction = q.covariance_vector_product(gradient - prior_gradient)
+    direction = q.covariance_vector_product(stats.gradient - prior_gradient)
     return replace(q, mean=q.mean + rho * direction)

@@ -9,14 +9,12 @@ import torch
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.utils import Bunch, check_random_state, check_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from skbnn._base import (
     FIXED_HYPERPARAMETER_RANGE,
     BaseLaplaceMLP,
     _check_positive_finite,
-    _uses_laplace,
 )
 from skbnn._evidence import log_marginal_likelihood
 from skbnn._jacobians import jacobian_batch_size
@@ -39,14 +37,18 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         Width of each hidden layer; ``()`` gives Bayesian linear regression.
     activation : {"tanh", "relu", "logistic", "gelu", "silu", "identity"}, default="tanh"
         Hidden-layer activation.
-    inference : {"laplace", "ggn-vi"}, default="laplace"
-        How the Gaussian posterior over the weights is found. ``"laplace"``: at the MAP, with
-        the GGN as precision. ``"ggn-vi"``: variational inference on the network linearised at
-        the MAP, maximising the ELBO by natural-gradient steps with the same GGN structure.
-        For a Gaussian likelihood it is the exact posterior of the linearised model, with δ and
-        σ from the Laplace evidence (for a linear model the ELBO's optimum); for classification
-        it averages the curvature over the posterior, moves the mean off the MAP and tunes δ by
-        the ELBO (Immer, Korzepa & Bauer 2021).
+    inference : {"auto", "laplace", "ggn-vi"}, default="auto"
+        How the Gaussian posterior over the weights is found. ``"laplace"``: at the trained
+        weights θ*, with the GGN as precision. ``"ggn-vi"``: variational inference on the
+        network linearised at θ*; for this Gaussian likelihood its optimum is the exact
+        posterior of the linearised model, in closed form: the same covariance as Laplace, and
+        the mean one Newton step from θ* in the linearised model (Immer, Korzepa & Bauer 2021),
+        with δ and σ from the Laplace evidence (for a linear model the ELBO's optimum). The
+        step completes what stochastic training leaves undone, which matters most for data
+        with little noise, at the cost of one more pass over the data. ``"auto"``: ``"ggn-vi"``
+        for homoscedastic noise, ``"laplace"`` for heteroscedastic noise (whose likelihood has
+        no closed-form optimum); chosen on the UCI benchmark (benchmarks/RESULTS.md). The
+        choice is stored in ``inference_``.
     sigma_noise : "evidence" or float, default="evidence"
         Observation noise standard deviation in the units of y. ``"evidence"`` tunes it by the
         marginal likelihood, one level per output for 2-D y (MacKay's per-output fixed point
@@ -57,8 +59,8 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         per target, so the noise may vary with x. The first 30% of the epochs fit the mean
         alone (Skafte et al. 2019). Its GGN uses the Fisher information, the evidence tunes δ
         (``sigma_noise`` must stay "evidence"), and the predictive linearises network and link
-        together: mean μ(x), noise variance E[σ²(x)] under the linearised posterior. Not
-        available with ``inference="ggn-vi"``.
+        together: mean μ(x), noise variance E[σ²(x)] under the linearised posterior. It uses
+        ``inference="laplace"`` (or ``"auto"``).
     normalize_y : bool, default=True
         Standardise y (weighted mean and std) before training; everything reported is in the
         original units.
@@ -81,9 +83,13 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         With ``"online"``, δ and σ are re-estimated from the evidence 20 times during training
         after a 10% burn-in, so that the weight decay is the one the evidence chooses
         (Immer et al. 2021); with ``"posthoc"`` they are tuned only after training. Both finish
-        with a post-hoc maximisation at the final weights. If the evidence was higher at a
-        refresh than at the end of training, the weights of that refresh are kept, as in Immer
-        et al.'s algorithm (not with ``early_stopping``, which selects by validation loss).
+        with a post-hoc maximisation at the final weights.
+    keep_best_evidence : bool, default=False
+        With online tuning, if the evidence was higher at a refresh than at the end of
+        training, keep the weights of that refresh, as in Immer et al. (2021)'s algorithm (not
+        with ``early_stopping``, which selects by validation loss). Off by default here: on the
+        UCI regression sets the final weights gave the higher test log-likelihood
+        (benchmarks/RESULTS.md, "Choosing the defaults"); the classifier keeps it on.
     max_iter : "auto" or int, default="auto"
         Number of training epochs. ``"auto"`` aims at about 6000 optimiser steps, within 20 to 3000
         epochs: 3000 full-batch epochs for up to 1024 rows, fewer epochs of minibatches beyond.
@@ -116,6 +122,8 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         The Gaussian posterior over the weights in ``posterior_.param_names``.
     hessian_structure_ : str
         The GGN structure used ("full", "kron" or "diag").
+    inference_ : str
+        The inference used ("laplace" or "ggn-vi").
     prior_precision_ : float or ndarray of shape (n_layers,)
         The prior precision δ used by the posterior (one per layer with
         ``prior_structure="layerwise"``).
@@ -125,13 +133,14 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
     log_marginal_likelihood_value_ : float
         Laplace log evidence at the fitted δ, σ, in the units of y.
     elbo_ : float
-        Evidence lower bound at the fitted q (only with ``inference="ggn-vi"``).
+        Evidence lower bound at the fitted q (only when ``inference_`` is "ggn-vi"; set by
+        :meth:`fit`, and removed by a later :meth:`partial_fit`, as a chunk cannot update it).
     expected_log_likelihood_ : float
-        Its expected log-likelihood part (only with ``inference="ggn-vi"``).
+        Its expected log-likelihood part (as ``elbo_``).
     kl_divergence_ : float
-        Its KL(q ‖ prior) part (only with ``inference="ggn-vi"``).
+        Its KL(q ‖ prior) part (as ``elbo_``).
     elbo_curve_ : list of float
-        The ELBO after each variational iteration (only with ``inference="ggn-vi"``).
+        The ELBO after each variational iteration (as ``elbo_``).
     scores_ : list of float
         The log evidence (as ``log_marginal_likelihood_value_``) after each online refresh of
         the hyperparameters, then at the fitted posterior (its last entry); one more entry per
@@ -196,6 +205,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             StrOptions({"evidence"}),
             Interval(numbers.Real, 0, None, closed="neither"),
         ],
+        "inference": [StrOptions({"auto", "laplace", "ggn-vi"})],
         "noise": [StrOptions({"homoscedastic", "heteroscedastic"})],
         "normalize_y": ["boolean"],
     }
@@ -207,7 +217,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         hidden_layer_sizes=(50,),
         activation="tanh",
         *,
-        inference="laplace",
+        inference="auto",
         sigma_noise="evidence",
         noise="homoscedastic",
         normalize_y=True,
@@ -216,6 +226,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         prior_precision="evidence",
         prior_structure="scalar",
         evidence_tuning="online",
+        keep_best_evidence=False,
         max_iter="auto",
         batch_size="auto",
         learning_rate_init=3e-3,
@@ -236,6 +247,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             prior_precision=prior_precision,
             prior_structure=prior_structure,
             evidence_tuning=evidence_tuning,
+            keep_best_evidence=keep_best_evidence,
             max_iter=max_iter,
             batch_size=batch_size,
             learning_rate_init=learning_rate_init,
@@ -271,7 +283,6 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         """
         return self._fit(X, y, sample_weight)
 
-    @available_if(_uses_laplace)
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
         """Update the posterior with one more chunk of data (sequential Bayesian updating).
@@ -285,7 +296,9 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         δ, σ and a full GGN the result equals :meth:`fit` on all rows; ``"kron"`` pools the
         Kronecker factors, an approximation.
 
-        Only available with ``inference="laplace"``: the recursion updates a Laplace posterior.
+        When ``inference_`` is "ggn-vi", the mean then moves to the exact posterior mean of the
+        chunk's linearised model under the previous posterior as prior (one linear solve, as in
+        :meth:`fit`), and ``elbo_`` and its parts are removed.
 
         Parameters
         ----------
@@ -302,6 +315,11 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             The updated estimator.
         """
         return self._partial_fit(X, y, sample_weight)
+
+    def _resolve_inference(self):
+        if self.inference == "auto":
+            return "laplace" if self.noise == "heteroscedastic" else "ggn-vi"
+        return self.inference
 
     def predict(self, X, return_std=False, return_cov=False):
         """Predictive mean, and optionally its std or covariance, in the units of y.
@@ -488,10 +506,10 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             mean, scale = np.zeros(y2.shape[1]), np.ones(y2.shape[1])
         self._y_mean, self._y_scale = mean, scale
         if self.noise == "heteroscedastic":
-            if self.sigma_noise != "evidence" or self.inference != "laplace":
+            if self.sigma_noise != "evidence" or self.inference == "ggn-vi":
                 raise ValueError(
                     "noise='heteroscedastic' predicts the noise with the network: it needs "
-                    "sigma_noise='evidence' and inference='laplace'."
+                    "sigma_noise='evidence' and inference='laplace' (or 'auto')."
                 )
             self._noise_ref = None
             targets = torch.tensor((y2 - mean) / scale)

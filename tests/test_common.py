@@ -12,7 +12,7 @@ CHECK_MAX_ITER = 1000
 ESTIMATORS = [
     LaplaceMLPRegressor(max_iter=CHECK_MAX_ITER),
     LaplaceMLPClassifier(max_iter=CHECK_MAX_ITER),
-    LaplaceMLPRegressor(inference="ggn-vi", max_iter=CHECK_MAX_ITER),
+    LaplaceMLPRegressor(inference="laplace", max_iter=CHECK_MAX_ITER),
     LaplaceMLPClassifier(inference="ggn-vi", max_iter=CHECK_MAX_ITER),
 ]
 

@@ -35,12 +35,17 @@ def test_fitted_posterior_has_the_best_evidence_of_the_trace(estimator):
         model = LaplaceMLPClassifier(hidden_layer_sizes=(50,), random_state=0)
     else:
         model = LaplaceMLPRegressor(hidden_layer_sizes=(50,), random_state=0)
-    model.fit(X[:150], y[:150])
+    model.set_params(keep_best_evidence=True).fit(X[:150], y[:150])
     scores = np.asarray(model.scores_)
     assert scores[:-1].max() > scores[-2], "the evidence should peak before the end here"
     assert scores[-1] >= scores[:-1].max() - 1e-9 * abs(scores[-1])
     # The restored weights reproduce the evidence that was recorded for them.
     assert_allclose(model.log_marginal_likelihood(), scores[-1], rtol=1e-12)
+    # Without the checkpoint the same run ends at its final weights, below the peak.
+    final = model.set_params(keep_best_evidence=False).fit(X[:150], y[:150])
+    assert_allclose(final.scores_[:-1], scores[:-1], rtol=1e-12)
+    assert final.scores_[-1] < scores[:-1].max()
+    assert final.n_iter_ == model.n_iter_
 
 
 def test_posthoc_trace_has_one_entry_and_partial_fit_appends():

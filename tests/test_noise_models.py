@@ -72,6 +72,9 @@ def test_heteroscedastic_needs_evidence_noise_and_laplace():
     for params in (dict(sigma_noise=0.5), dict(inference="ggn-vi")):
         with pytest.raises(ValueError, match="heteroscedastic"):
             LaplaceMLPRegressor(noise="heteroscedastic", max_iter=5, **params).fit(X, y)
+    # inference="auto" resolves to the Laplace posterior here.
+    model = LaplaceMLPRegressor(noise="heteroscedastic", max_iter=5).fit(X, y)
+    assert model.inference_ == "laplace"
 
 
 @pytest.mark.parametrize("structure", ["full", "kron"])

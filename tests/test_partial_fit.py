@@ -1,4 +1,4 @@
-"""partial_fit: sequential Laplace, exact for the linear-Gaussian model."""
+"""partial_fit: sequential Laplace (and Gaussian GGN-VI), exact for the linear-Gaussian model."""
 
 import numpy as np
 import pytest
@@ -84,7 +84,47 @@ def test_classifier_partial_fit_needs_and_checks_classes():
     assert_array_equal(clf.predict_proba(X), before)
 
 
-def test_partial_fit_is_only_offered_for_laplace():
+@pytest.mark.parametrize("structure", ["full", "kron"])
+def test_linear_gaussian_vi_streams_the_exact_posterior_mean_after_short_training(
+    linear_data, structure
+):
+    # Five epochs leave the weights far from the MAP; the linearised model's posterior mean is
+    # one exact Newton step away, in fit and in each partial_fit (the chunk under the previous
+    # posterior as prior), so both reach the closed-form posterior of all the data.
+    X, y, X_test = linear_data
+    delta, sigma = 2.0, 0.4
+    params = dict(
+        hidden_layer_sizes=(),
+        normalize_y=False,
+        prior_precision=delta,
+        sigma_noise=sigma,
+        hessian_structure=structure,
+        max_iter=5,
+        learning_rate_init=0.05,
+        random_state=0,
+    )
+    Phi = np.hstack([X, np.ones((len(y), 1))])
+    mean = np.linalg.solve(Phi.T @ Phi / sigma**2 + delta * np.eye(4), Phi.T @ y / sigma**2)
+    exact = np.hstack([X_test, np.ones((len(X_test), 1))]) @ mean
+    laplace = LaplaceMLPRegressor(inference="laplace", **params).fit(X, y)
+    assert np.abs(laplace.predict(X_test) - exact).max() > 0.1  # short training shows
+    batch = LaplaceMLPRegressor(inference="ggn-vi", **params).fit(X, y)
+    stream = LaplaceMLPRegressor(**params)  # "auto" is "ggn-vi" for homoscedastic noise
+    for chunk in np.array_split(np.arange(len(y)), 10):
+        stream.partial_fit(X[chunk], y[chunk])
+    assert stream.inference_ == "ggn-vi"
+    assert_allclose(batch.predict(X_test), exact, rtol=1e-10)
+    assert_allclose(stream.predict(X_test), exact, rtol=1e-10)
+    assert_allclose(
+        stream.predict(X_test, return_std=True)[1], batch.predict(X_test, return_std=True)[1]
+    )
+    # An ELBO over all rows cannot be updated from a chunk: partial_fit drops it.
+    assert hasattr(batch, "elbo_") and not hasattr(stream, "elbo_")
+
+
+def test_partial_fit_is_offered_where_its_recursion_exists():
     assert hasattr(LaplaceMLPRegressor(), "partial_fit")
-    assert not hasattr(LaplaceMLPRegressor(inference="ggn-vi"), "partial_fit")
+    assert hasattr(LaplaceMLPRegressor(inference="ggn-vi"), "partial_fit")
+    assert hasattr(LaplaceMLPClassifier(), "partial_fit")
+    # Classification GGN-VI iterates over all rows; no recursion updates it from a chunk.
     assert not hasattr(LaplaceMLPClassifier(inference="ggn-vi"), "partial_fit")
