@@ -284,7 +284,7 @@ class BaseLaplaceMLP(BaseEstimator):
             if _is_online_update_epoch(epoch, max_iter):
                 module64, curvature, terms = laplace_and_evidence()
                 scores.append(self._log_evidence(terms, hyper))
-                if self.keep_best_evidence and not self.early_stopping:
+                if self._keeps_best_evidence() and not self.early_stopping:
                     best.offer(scores[-1], module, hyper, likelihood)
                 if self._tunes_noise_per_output(likelihood):
                     self._update_noise_per_output(
@@ -575,6 +575,9 @@ class BaseLaplaceMLP(BaseEstimator):
 
     def _resolve_inference(self):
         return self.inference
+
+    def _keeps_best_evidence(self):
+        return self.keep_best_evidence
 
     def _tunes_online(self):
         tuned = self.prior_precision == "evidence" or self._fixed_noise_scale() is None

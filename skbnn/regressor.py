@@ -84,12 +84,14 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         after a 10% burn-in, so that the weight decay is the one the evidence chooses
         (Immer et al. 2021); with ``"posthoc"`` they are tuned only after training. Both finish
         with a post-hoc maximisation at the final weights.
-    keep_best_evidence : bool, default=False
+    keep_best_evidence : "auto" or bool, default="auto"
         With online tuning, if the evidence was higher at a refresh than at the end of
         training, keep the weights of that refresh, as in Immer et al. (2021)'s algorithm (not
-        with ``early_stopping``, which selects by validation loss). Off by default here: on the
-        UCI regression sets the final weights gave the higher test log-likelihood
-        (benchmarks/RESULTS.md, "Choosing the defaults"); the classifier keeps it on.
+        with ``early_stopping``, which selects by validation loss). ``"auto"``: only with
+        heteroscedastic noise. On the UCI regression sets the final weights gave the higher
+        test log-likelihood with homoscedastic noise, and the kept weights with heteroscedastic
+        noise, whose noise network overfits late in training (benchmarks/RESULTS.md,
+        "Choosing the defaults").
     max_iter : "auto" or int, default="auto"
         Number of training epochs. ``"auto"`` aims at about 6000 optimiser steps, within 20 to 3000
         epochs: 3000 full-batch epochs for up to 1024 rows, fewer epochs of minibatches beyond.
@@ -206,6 +208,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             Interval(numbers.Real, 0, None, closed="neither"),
         ],
         "inference": [StrOptions({"auto", "laplace", "ggn-vi"})],
+        "keep_best_evidence": ["boolean", StrOptions({"auto"})],
         "noise": [StrOptions({"homoscedastic", "heteroscedastic"})],
         "normalize_y": ["boolean"],
     }
@@ -226,7 +229,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         prior_precision="evidence",
         prior_structure="scalar",
         evidence_tuning="online",
-        keep_best_evidence=False,
+        keep_best_evidence="auto",
         max_iter="auto",
         batch_size="auto",
         learning_rate_init=3e-3,
@@ -320,6 +323,11 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         if self.inference == "auto":
             return "laplace" if self.noise == "heteroscedastic" else "ggn-vi"
         return self.inference
+
+    def _keeps_best_evidence(self):
+        if self.keep_best_evidence == "auto":
+            return self.noise == "heteroscedastic"
+        return self.keep_best_evidence
 
     def predict(self, X, return_std=False, return_cov=False):
         """Predictive mean, and optionally its std or covariance, in the units of y.

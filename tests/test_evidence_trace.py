@@ -48,6 +48,20 @@ def test_fitted_posterior_has_the_best_evidence_of_the_trace(estimator):
     assert final.n_iter_ == model.n_iter_
 
 
+def test_regressor_keeps_the_best_evidence_only_with_heteroscedastic_noise():
+    # keep_best_evidence="auto": a heteroscedastic network keeps the weights of the peak, a
+    # homoscedastic one its final weights (what the UCI benchmark preferred for each).
+    X, y = load_diabetes(return_X_y=True)
+    X, y = X[:150], y[:150]
+    for noise, keeps in [("heteroscedastic", True), ("homoscedastic", False)]:
+        params = dict(noise=noise, max_iter=1000, random_state=0)
+        auto = LaplaceMLPRegressor(**params).fit(X, y)
+        explicit = LaplaceMLPRegressor(keep_best_evidence=keeps, **params).fit(X, y)
+        other = LaplaceMLPRegressor(keep_best_evidence=not keeps, **params).fit(X, y)
+        assert auto.scores_ == explicit.scores_
+        assert auto.scores_ != other.scores_, "the evidence should peak before the end here"
+
+
 def test_posthoc_trace_has_one_entry_and_partial_fit_appends():
     X, y = smooth_task()
     model = LaplaceMLPRegressor(max_iter=50, evidence_tuning="posthoc", random_state=0)
