@@ -74,6 +74,7 @@ def worker(n: int, config: str, tuning: str, max_iter: int, n_predict: int, thre
     X_test, y_test = make_data(n_predict, seed=1)
     reg = LaplaceMLPRegressor(
         HIDDEN,
+        inference="laplace",  # the posterior the recorded runs measured (before session 4)
         dtype="float32",
         max_iter=max_iter,
         evidence_tuning=tuning,
