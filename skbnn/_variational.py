@@ -75,13 +75,11 @@ class ElboParts:
 
 @dataclass
 class _PassStatistics:
-    """Sums over the data at the current q, from one pass over the rows."""
+    """Sums over the data at the current q for a classification likelihood, from one pass."""
 
-    expected_log_likelihood: float  # Σ w E_q[log p]  (classification)
-    residual_sq: float  # Σ w ‖(y − m)/σ‖²              (Gaussian)
-    variance_trace: float  # Σ w tr(V/σ²)               (Gaussian)
-    gradient: torch.Tensor  # Σ w J_nᵀ E_q[r_n]  (Gaussian: at unit noise scale)
-    hessian_sqrt: torch.Tensor | None  # E_q[Λ_n]^{1/2} per row (classification)
+    expected_log_likelihood: float  # Σ w E_q[log p]
+    gradient: torch.Tensor  # Σ w J_nᵀ E_q[r_n]
+    hessian_sqrt: torch.Tensor  # E_q[Λ_n]^{1/2} per row
 
 
 def kl_divergence(posterior: LaplacePosterior) -> float:
@@ -138,7 +136,7 @@ def fit_glm_vi(
     Returns the variational posterior (its ``linearization_point`` is θ*), the ELBO parts at the
     returned q and hyperparameters, and the ELBO after each iteration.
     """
-    n_data, n_outputs = float(weights.sum()), module[-1].out_features
+    n_outputs = module[-1].out_features
     q = replace(laplace, linearization_point=laplace.mean.clone())
     if likelihood.name == "gaussian":
         return _fit_gaussian_glm_vi(module, likelihood, X, y, weights, q)
@@ -147,7 +145,7 @@ def fit_glm_vi(
 
     def evaluate(q):
         stats = _pass_statistics(module, likelihood, X, y, weights, q, draws)
-        return stats, _elbo_parts(stats, q, likelihood, n_data, n_outputs).elbo
+        return stats, ElboParts(stats.expected_log_likelihood, kl_divergence(q)).elbo
 
     stats, elbo = evaluate(q)
     trace, rho = [elbo], 1.0
@@ -167,7 +165,7 @@ def fit_glm_vi(
         trace.append(elbo)
         if converged:
             break
-    return q, _elbo_parts(stats, q, likelihood, n_data, n_outputs), trace
+    return q, ElboParts(stats.expected_log_likelihood, kl_divergence(q)), trace
 
 
 def _fit_gaussian_glm_vi(module, likelihood, X, y, weights, q):
@@ -190,7 +188,11 @@ def _fit_gaussian_glm_vi(module, likelihood, X, y, weights, q):
     fit = residual_sq - 2 * float(b @ offset)
     fit += float((eigenvalues * q.curvature.to_eigenbasis(offset) ** 2).sum())
     trace = float((eigenvalues / q.precision_eigenvalues).sum())
-    parts = _elbo_parts(_PassStatistics(0.0, fit, trace, b, None), q, likelihood, n_data, n_outputs)
+    c = q.noise_scale
+    expected_ll = -(fit + trace) / (2 * c**2) - n_data * (
+        n_outputs * math.log(c) + likelihood.log_noise_ref + 0.5 * n_outputs * math.log(2 * math.pi)
+    )
+    parts = ElboParts(expected_ll, kl_divergence(q))
     return q, parts, [parts.elbo]
 
 
@@ -243,7 +245,7 @@ def _pass_statistics(module, likelihood, X, y, weights, q, draws) -> _PassStatis
         expected_ll += float((w * ll).sum())
         roots.append(root)
         gradient += torch.einsum("nkp,nk->p", J, w[:, None] * r)
-    return _PassStatistics(expected_ll, 0.0, 0.0, gradient, torch.cat(roots))
+    return _PassStatistics(expected_ll, gradient, torch.cat(roots))
 
 
 def _expected_classification_terms(likelihood, y, m, V, draws):
@@ -271,19 +273,6 @@ def _expected_classification_terms(likelihood, y, m, V, draws):
     curvature = torch.diag_embed(p.mean(1)) - torch.einsum("nsk,nsl->nkl", p, p) / f.shape[1]
     eigenvalues, vectors = torch.linalg.eigh(0.5 * (curvature + curvature.transpose(1, 2)))
     return ll, r, vectors * eigenvalues.clamp_min(0.0).sqrt()[:, None, :]
-
-
-def _elbo_parts(stats, q, likelihood, n_data, n_outputs) -> ElboParts:
-    if likelihood.name == "gaussian":
-        c = q.noise_scale
-        expected_ll = -(stats.residual_sq + stats.variance_trace) / (2 * c**2) - n_data * (
-            n_outputs * math.log(c)
-            + likelihood.log_noise_ref
-            + 0.5 * n_outputs * math.log(2 * math.pi)
-        )
-    else:
-        expected_ll = stats.expected_log_likelihood
-    return ElboParts(expected_ll, kl_divergence(q))
 
 
 def _m_step(q, tune_prior) -> LaplacePosterior:
