@@ -56,10 +56,10 @@ class LaplacePosterior:
     @property
     def prior_precision_vector(self) -> torch.Tensor:
         """δ per parameter (and per eigenvalue: layer blocks coincide), shape (P,)."""
-        delta = torch.as_tensor(self.prior_precision, dtype=torch.float64)
+        delta = torch.as_tensor(self.prior_precision, dtype=torch.float64, device=self.mean.device)
         if delta.ndim == 0:
             return delta.expand(self.n_params)
-        return torch.repeat_interleave(delta, torch.tensor(self.layer_sizes))
+        return torch.repeat_interleave(delta, torch.tensor(self.layer_sizes, device=delta.device))
 
     @property
     def mean_offset(self) -> torch.Tensor | None:
@@ -157,7 +157,7 @@ class LaplacePosterior:
 
     def covariance(self) -> torch.Tensor:
         """The dense posterior covariance Σ (P×P); only for small P and for tests."""
-        eye = torch.eye(self.n_params, dtype=self.mean.dtype)
+        eye = torch.eye(self.n_params, dtype=self.mean.dtype, device=self.mean.device)
         rotated = self.curvature.to_eigenbasis(eye)  # V (or I for diag)
         cov = (rotated / self.precision_eigenvalues) @ rotated.T
         if self._has_complement:

@@ -282,7 +282,8 @@ def _m_step(q, tune_prior) -> LaplacePosterior:
     if np.ndim(q.prior_precision):
         sizes = list(q.layer_sizes)
         norms = torch.stack([block.square().sum() for block in q.mean.split(sizes)])
-        delta = (torch.tensor(sizes, dtype=q.mean.dtype) / (norms + layer_traces(q))).numpy()
+        counts = torch.tensor(sizes, dtype=q.mean.dtype, device=q.mean.device)
+        delta = (counts / (norms + layer_traces(q))).cpu().numpy()
         return replace(q, prior_precision=np.clip(delta, *PRIOR_PRECISION_BOUNDS))
     delta = q.n_params / (float(q.mean.square().sum()) + float(layer_traces(q)[0]))
     return replace(q, prior_precision=float(np.clip(delta, *PRIOR_PRECISION_BOUNDS)))
