@@ -44,9 +44,11 @@ from skbnn._network import (
     last_layer_parameter_names,
     layer_sizes,
     row_blocks,
+    set_flat_parameters,
     train_map,
 )
 from skbnn._posterior import LaplacePosterior
+from skbnn._refinement import damped_newton_step, regularized_loss
 from skbnn._variational import fit_glm_vi, gaussian_glm_posterior_mean
 
 # batch_size="auto": full-batch (deterministic, best for the evidence) up to this many rows.
@@ -66,6 +68,15 @@ FULL_GGN_MAX_MEMORY_FRACTION = 0.5
 # evidence_tuning="online": refresh δ, σ this many times, after this fraction of the epochs.
 ONLINE_EVIDENCE_UPDATES = 20
 ONLINE_EVIDENCE_BURN_IN = 0.1
+# map_refinement_steps="auto": at most this many Levenberg–Marquardt steps (regression with
+# homoscedastic noise). Each step tries at most this many dampings λ (λ grows tenfold after a
+# rejected trial and shrinks threefold after an accepted one); the steps end once the predicted
+# decrease of the regularised loss is below this many nats.
+AUTO_MAP_REFINEMENT_STEPS = 20
+MAP_REFINEMENT_TRIES = 6
+MAP_REFINEMENT_DAMPING_INCREASE = 10.0
+MAP_REFINEMENT_DAMPING_DECREASE = 3.0
+MAP_REFINEMENT_TOLERANCE = 1e-9
 # The prior precision δ of the first epochs, until the evidence first sets it.
 INITIAL_PRIOR_PRECISION = 1.0
 # noise="heteroscedastic": this fraction of the epochs fits the mean alone first.
@@ -100,6 +111,7 @@ class BaseLaplaceMLP(BaseEstimator):
         "prior_structure": [StrOptions({"scalar", "layerwise"})],
         "evidence_tuning": [StrOptions({"online", "posthoc"})],
         "keep_best_evidence": ["boolean"],
+        "map_refinement_steps": [Interval(numbers.Integral, 0, None, closed="left")],
         "inference": [StrOptions({"laplace", "ggn-vi"})],
         "max_iter": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
@@ -126,6 +138,7 @@ class BaseLaplaceMLP(BaseEstimator):
         prior_structure="scalar",
         evidence_tuning="online",
         keep_best_evidence=True,
+        map_refinement_steps=0,
         max_iter="auto",
         batch_size="auto",
         learning_rate_init=3e-3,
@@ -146,6 +159,7 @@ class BaseLaplaceMLP(BaseEstimator):
         self.prior_structure = prior_structure
         self.evidence_tuning = evidence_tuning
         self.keep_best_evidence = keep_best_evidence
+        self.map_refinement_steps = map_refinement_steps
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
@@ -319,6 +333,16 @@ class BaseLaplaceMLP(BaseEstimator):
             # The evidence peaked during training: keep those weights (Immer et al. 2021).
             best.restore(module, hyper, likelihood)
             module64, curvature, terms = laplace_and_evidence()
+        if self._map_refinement_steps():
+            module64, curvature, terms = self._refine_towards_map(
+                module,
+                likelihood,
+                _as_float64(X_fit, y_fit, w_fit),
+                param_names,
+                hyper,
+                (module64, curvature, terms),
+                laplace_and_evidence,
+            )
         for _ in range(PER_OUTPUT_NOISE_ROUNDS if self._tunes_noise_per_output(likelihood) else 0):
             # Each round moves the per-output noise ratios; the GGN depends on them, so refit it.
             self._update_noise_per_output(
@@ -332,9 +356,7 @@ class BaseLaplaceMLP(BaseEstimator):
             posterior, elbo, self.elbo_curve_ = fit_glm_vi(
                 module64,
                 likelihood,
-                X_fit.to(torch.float64),
-                y_fit.to(torch.float64) if y_fit.is_floating_point() else y_fit,
-                w_fit.to(torch.float64),
+                *_as_float64(X_fit, y_fit, w_fit),
                 posterior,
                 structure,
                 tune_prior=self.prior_precision == "evidence",
@@ -503,6 +525,46 @@ class BaseLaplaceMLP(BaseEstimator):
         _check_finite_at_map(terms.eigenvalues)
         return module64, curvature, terms
 
+    def _refine_towards_map(
+        self, module, likelihood, data, param_names, hyper, fitted, laplace_and_evidence
+    ):
+        """Levenberg–Marquardt steps from the trained weights; keep the point of highest evidence.
+
+        After each accepted step the GGN and δ, c are refitted, so the evidence of every point on
+        the path is at its own best hyperparameters and the points can be compared (MacKay 1992).
+        The trained weights are the first candidate: the evidence never drops.
+        """
+        module64, curvature, terms = fitted
+        best = _EvidenceCheckpoint()
+        best.offer(self._log_evidence(terms, hyper), module, hyper, likelihood)
+        damping = None
+        for _ in range(self._map_refinement_steps()):
+            posterior = _posterior_at(module64, curvature, hyper, param_names)
+            theta = posterior.mean
+            loss, gradient = regularized_loss(
+                module64, likelihood, *data, posterior, theta, gradient=True
+            )
+            if damping is None:
+                damping = float(posterior.prior_precision_vector.mean())
+            for _ in range(MAP_REFINEMENT_TRIES):
+                step = damped_newton_step(posterior, gradient, damping)
+                candidate = theta - step
+                if regularized_loss(module64, likelihood, *data, posterior, candidate)[0] < loss:
+                    damping /= MAP_REFINEMENT_DAMPING_DECREASE
+                    break
+                damping *= MAP_REFINEMENT_DAMPING_INCREASE
+            else:
+                break  # no decrease even for a short step: at a (local) minimum
+            set_flat_parameters(module, param_names, candidate)
+            module64, curvature, terms = laplace_and_evidence()
+            best.offer(self._log_evidence(terms, hyper), module, hyper, likelihood)
+            if float(gradient @ step) < MAP_REFINEMENT_TOLERANCE:
+                break  # the predicted decrease of the regularised loss is negligible
+        if best.score > self._log_evidence(terms, hyper):
+            best.restore(module, hyper, likelihood)
+            module64, curvature, terms = laplace_and_evidence()
+        return module64, curvature, terms
+
     def _tunes_noise_per_output(self, likelihood):
         return (
             likelihood.name == "gaussian"
@@ -575,6 +637,9 @@ class BaseLaplaceMLP(BaseEstimator):
 
     def _resolve_inference(self):
         return self.inference
+
+    def _map_refinement_steps(self):
+        return self.map_refinement_steps
 
     def _keeps_best_evidence(self):
         return self.keep_best_evidence
@@ -746,6 +811,15 @@ def _layer_norms_sq(module, names):
         layer = name.rsplit(".", 1)[0]
         norms[layer] = norms.get(layer, 0.0) + float(params[name].detach().square().sum())
     return tuple(norms.values())
+
+
+def _as_float64(X, y, weights):
+    """The training tensors in float64 (integer class labels stay as they are)."""
+    return (
+        X.to(torch.float64),
+        y.to(torch.float64) if y.is_floating_point() else y,
+        weights.to(torch.float64),
+    )
 
 
 def _posterior_to_cpu(posterior):

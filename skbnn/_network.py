@@ -94,6 +94,15 @@ def flat_parameters(module: nn.Module, names: Sequence[str] | None = None) -> to
     return torch.cat([params[name].detach().reshape(-1) for name in names])
 
 
+def set_flat_parameters(module: nn.Module, names: Sequence[str], values: torch.Tensor) -> None:
+    """Copy a flat vector (as from :func:`flat_parameters`) into the named parameters, in place."""
+    params = dict(module.named_parameters())
+    chunks = values.split([params[name].numel() for name in names])
+    with torch.no_grad():
+        for name, chunk in zip(names, chunks, strict=True):
+            params[name].copy_(chunk.view_as(params[name]))
+
+
 @dataclass
 class TrainingConfig:
     """Optimisation settings of :func:`train_map`, as validated by the estimator."""

@@ -69,6 +69,13 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         training, keep the weights of that refresh, as in Immer et al. (2021)'s algorithm (not
         with ``early_stopping``, which selects by validation loss). On the UCI classification
         sets it improved calibration (benchmarks/RESULTS.md, "Choosing the defaults").
+    map_refinement_steps : int, default=0
+        After training, at most this many Levenberg–Marquardt steps of the network towards the
+        minimum of its regularised loss. Each step solves with the GGN eigendecomposition that
+        the Laplace approximation computes anyway, and δ is re-tuned by the evidence after it.
+        The weights of highest evidence along the path are kept, the trained ones included.
+        Off by default for classification (benchmarks/RESULTS.md, "Choosing the defaults").
+        Updates of ``partial_fit`` after the first chunk do not use it.
     max_iter : "auto" or int, default="auto"
         Number of training epochs. ``"auto"`` aims at about 6000 optimiser steps, within 20 to 3000
         epochs: 3000 full-batch epochs for up to 1024 rows, fewer epochs of minibatches beyond.
@@ -187,6 +194,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         prior_structure="scalar",
         evidence_tuning="online",
         keep_best_evidence=True,
+        map_refinement_steps=0,
         max_iter="auto",
         batch_size="auto",
         learning_rate_init=3e-3,
@@ -208,6 +216,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
             prior_structure=prior_structure,
             evidence_tuning=evidence_tuning,
             keep_best_evidence=keep_best_evidence,
+            map_refinement_steps=map_refinement_steps,
             max_iter=max_iter,
             batch_size=batch_size,
             learning_rate_init=learning_rate_init,

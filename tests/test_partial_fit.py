@@ -101,6 +101,7 @@ def test_linear_gaussian_vi_streams_the_exact_posterior_mean_after_short_trainin
         hessian_structure=structure,
         max_iter=5,
         learning_rate_init=0.05,
+        map_refinement_steps=0,
         random_state=0,
     )
     Phi = np.hstack([X, np.ones((len(y), 1))])
