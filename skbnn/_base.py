@@ -69,10 +69,12 @@ FULL_GGN_MAX_MEMORY_FRACTION = 0.5
 ONLINE_EVIDENCE_UPDATES = 20
 ONLINE_EVIDENCE_BURN_IN = 0.1
 # map_refinement_steps="auto": at most this many Levenberg–Marquardt steps (regression with
-# homoscedastic noise). Each step tries at most this many dampings λ (λ grows tenfold after a
-# rejected trial and shrinks threefold after an accepted one); the steps end once the predicted
-# decrease of the regularised loss is below this many nats.
+# homoscedastic noise), and one per this many training epochs: a step costs a few passes over the
+# data, which should stay a small share of the training's. Each step tries at most this many
+# dampings λ (λ grows tenfold after a rejected trial and shrinks threefold after an accepted one);
+# the steps end once the predicted decrease of the regularised loss is below this many nats.
 AUTO_MAP_REFINEMENT_STEPS = 20
+AUTO_EPOCHS_PER_REFINEMENT_STEP = 10
 MAP_REFINEMENT_TRIES = 6
 MAP_REFINEMENT_DAMPING_INCREASE = 10.0
 MAP_REFINEMENT_DAMPING_DECREASE = 3.0
@@ -333,7 +335,9 @@ class BaseLaplaceMLP(BaseEstimator):
             # The evidence peaked during training: keep those weights (Immer et al. 2021).
             best.restore(module, hyper, likelihood)
             module64, curvature, terms = laplace_and_evidence()
-        if self._map_refinement_steps():
+        # Not with early stopping, whose weights are chosen by validation loss, not as a MAP.
+        refinement_steps = 0 if self.early_stopping else self._map_refinement_steps(max_iter)
+        if refinement_steps:
             module64, curvature, terms = self._refine_towards_map(
                 module,
                 likelihood,
@@ -342,6 +346,7 @@ class BaseLaplaceMLP(BaseEstimator):
                 hyper,
                 (module64, curvature, terms),
                 laplace_and_evidence,
+                refinement_steps,
             )
         for _ in range(PER_OUTPUT_NOISE_ROUNDS if self._tunes_noise_per_output(likelihood) else 0):
             # Each round moves the per-output noise ratios; the GGN depends on them, so refit it.
@@ -526,7 +531,7 @@ class BaseLaplaceMLP(BaseEstimator):
         return module64, curvature, terms
 
     def _refine_towards_map(
-        self, module, likelihood, data, param_names, hyper, fitted, laplace_and_evidence
+        self, module, likelihood, data, param_names, hyper, fitted, laplace_and_evidence, n_steps
     ):
         """Levenberg–Marquardt steps from the trained weights; keep the point of highest evidence.
 
@@ -538,7 +543,7 @@ class BaseLaplaceMLP(BaseEstimator):
         best = _EvidenceCheckpoint()
         best.offer(self._log_evidence(terms, hyper), module, hyper, likelihood)
         damping = None
-        for _ in range(self._map_refinement_steps()):
+        for _ in range(n_steps):
             posterior = _posterior_at(module64, curvature, hyper, param_names)
             theta = posterior.mean
             loss, gradient = regularized_loss(
@@ -638,7 +643,8 @@ class BaseLaplaceMLP(BaseEstimator):
     def _resolve_inference(self):
         return self.inference
 
-    def _map_refinement_steps(self):
+    def _map_refinement_steps(self, n_epochs):
+        """The Levenberg–Marquardt steps after training ``n_epochs`` epochs."""
         return self.map_refinement_steps
 
     def _keeps_best_evidence(self):

@@ -75,7 +75,8 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         the Laplace approximation computes anyway, and δ is re-tuned by the evidence after it.
         The weights of highest evidence along the path are kept, the trained ones included.
         Off by default for classification (benchmarks/RESULTS.md, "Choosing the defaults").
-        Updates of ``partial_fit`` after the first chunk do not use it.
+        Never with ``early_stopping``, whose weights are chosen by validation loss; updates of
+        ``partial_fit`` after the first chunk do not use it either.
     max_iter : "auto" or int, default="auto"
         Number of training epochs. ``"auto"`` aims at about 6000 optimiser steps, within 20 to 3000
         epochs: 3000 full-batch epochs for up to 1024 rows, fewer epochs of minibatches beyond.

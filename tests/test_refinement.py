@@ -170,3 +170,27 @@ def test_refinement_never_lowers_the_evidence():
         return reg.log_marginal_likelihood_value_
 
     assert evidence(20) >= evidence(0) - 1e-9
+
+
+def test_auto_steps_follow_the_noise_model_and_the_training_length():
+    auto = LaplaceMLPRegressor()
+    assert auto._map_refinement_steps(3000) == 20  # full-batch training of small data
+    assert auto._map_refinement_steps(50) == 5  # minibatches of large data: fewer passes
+    assert LaplaceMLPRegressor(noise="heteroscedastic")._map_refinement_steps(3000) == 0
+    assert LaplaceMLPRegressor(map_refinement_steps=3)._map_refinement_steps(3000) == 3
+    assert LaplaceMLPClassifier()._map_refinement_steps(3000) == 0
+
+
+def test_early_stopping_keeps_its_validation_weights(linear_data):
+    X, y = linear_data
+
+    def fit(steps):
+        return LaplaceMLPRegressor(
+            hidden_layer_sizes=(),
+            inference="laplace",
+            early_stopping=True,
+            map_refinement_steps=steps,
+            **SHORT_TRAINING,
+        ).fit(X, y)
+
+    assert_allclose(fit(20).posterior_.mean.numpy(), fit(0).posterior_.mean.numpy(), rtol=0)
