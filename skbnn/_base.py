@@ -68,11 +68,11 @@ FULL_GGN_MAX_MEMORY_FRACTION = 0.5
 # evidence_tuning="online": refresh δ, σ this many times, after this fraction of the epochs.
 ONLINE_EVIDENCE_UPDATES = 20
 ONLINE_EVIDENCE_BURN_IN = 0.1
-# map_refinement_steps="auto": at most this many Levenberg–Marquardt steps (regression with
-# homoscedastic noise), and one per this many training epochs: a step costs a few passes over the
-# data, which should stay a small share of the training's. Each step tries at most this many
-# dampings λ (λ grows tenfold after a rejected trial and shrinks threefold after an accepted one);
-# the steps end once the predicted decrease of the regularised loss is below this many nats.
+# map_refinement_steps="auto": at most this many Levenberg–Marquardt steps (regression), and one
+# per this many training epochs: a step costs a few passes over the data, which should stay a
+# small share of the training's. Each step tries at most this many dampings λ (λ grows tenfold
+# after a rejected trial and shrinks threefold after an accepted one); the steps end once the
+# predicted decrease of the regularised loss is below this many nats.
 AUTO_MAP_REFINEMENT_STEPS = 20
 AUTO_EPOCHS_PER_REFINEMENT_STEP = 10
 MAP_REFINEMENT_TRIES = 6

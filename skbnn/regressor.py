@@ -100,13 +100,12 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         minimum of its regularised loss. Each step solves with the GGN eigendecomposition that
         the Laplace approximation computes anyway, and δ, σ are re-tuned by the evidence after
         it. The weights of highest evidence along the path are kept, the trained ones included.
-        Adam stops short of the minimum where the noise is small. ``"auto"``: with
-        homoscedastic noise 20, or one per 10 training epochs if that is fewer (a step costs a
-        few passes over the data); with heteroscedastic noise 0 (off). On the UCI sets it never
-        lowered the mean test log-likelihood and raised it most on yacht and kin8nm
-        (benchmarks/RESULTS.md, "Choosing the defaults"). Never with ``early_stopping``, whose
-        weights are chosen by validation loss; updates of ``partial_fit`` after the first chunk
-        do not use it either.
+        Adam stops short of the minimum where the noise is small. ``"auto"``: 20, or one per
+        10 training epochs if that is fewer (a step costs a few passes over the data). On the
+        UCI sets it did not lower the mean test log-likelihood with either noise model, and
+        raised it most on yacht and kin8nm (benchmarks/RESULTS.md, "Choosing the defaults").
+        Never with ``early_stopping``, whose weights are chosen by validation loss; updates of
+        ``partial_fit`` after the first chunk do not use it either.
     max_iter : "auto" or int, default="auto"
         Number of training epochs. ``"auto"`` aims at about 6000 optimiser steps, within 20 to 3000
         epochs: 3000 full-batch epochs for up to 1024 rows, fewer epochs of minibatches beyond.
@@ -348,8 +347,6 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
     def _map_refinement_steps(self, n_epochs):
         if self.map_refinement_steps != "auto":
             return self.map_refinement_steps
-        if self.noise == "heteroscedastic":
-            return 0
         return min(AUTO_MAP_REFINEMENT_STEPS, math.ceil(n_epochs / AUTO_EPOCHS_PER_REFINEMENT_STEP))
 
     def _keeps_best_evidence(self):
