@@ -94,13 +94,21 @@ def flat_parameters(module: nn.Module, names: Sequence[str] | None = None) -> to
     return torch.cat([params[name].detach().reshape(-1) for name in names])
 
 
+def unflatten_parameters(
+    module: nn.Module, names: Sequence[str], values: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Views of a flat vector (as from :func:`flat_parameters`) shaped like the named parameters."""
+    params = dict(module.named_parameters())
+    chunks = values.split([params[name].numel() for name in names])
+    return {name: chunk.view_as(params[name]) for name, chunk in zip(names, chunks, strict=True)}
+
+
 def set_flat_parameters(module: nn.Module, names: Sequence[str], values: torch.Tensor) -> None:
     """Copy a flat vector (as from :func:`flat_parameters`) into the named parameters, in place."""
     params = dict(module.named_parameters())
-    chunks = values.split([params[name].numel() for name in names])
     with torch.no_grad():
-        for name, chunk in zip(names, chunks, strict=True):
-            params[name].copy_(chunk.view_as(params[name]))
+        for name, value in unflatten_parameters(module, names, values).items():
+            params[name].copy_(value)
 
 
 @dataclass

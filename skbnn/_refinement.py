@@ -22,7 +22,7 @@ from dataclasses import replace
 import torch
 from torch.func import functional_call
 
-from skbnn._network import row_blocks
+from skbnn._network import row_blocks, unflatten_parameters
 from skbnn._posterior import LaplacePosterior
 
 
@@ -43,12 +43,7 @@ def regularized_loss(
     ∇L with respect to ``theta`` (P,), accumulated a block of rows at a time.
     """
     theta = theta.detach().requires_grad_(gradient)
-    shapes = dict(module.named_parameters())
-    chunks = theta.split([shapes[name].numel() for name in posterior.param_names])
-    params = {
-        name: chunk.view_as(shapes[name])
-        for name, chunk in zip(posterior.param_names, chunks, strict=True)
-    }
+    params = unflatten_parameters(module, posterior.param_names, theta)
     delta = posterior.prior_precision_vector.to(theta)
     penalty = 0.5 * (delta * theta.square()).sum()
     total = float(penalty.detach())

@@ -39,7 +39,7 @@ def ridge_map(X, y, delta, sigma):
     )
 
 
-def linear_regressor(steps):
+def linear_regressor(steps, **params):
     return LaplaceMLPRegressor(
         hidden_layer_sizes=(),
         inference="laplace",
@@ -48,6 +48,7 @@ def linear_regressor(steps):
         sigma_noise=SIGMA,
         map_refinement_steps=steps,
         **SHORT_TRAINING,
+        **params,
     )
 
 
@@ -183,14 +184,6 @@ def test_auto_steps_follow_the_training_length():
 
 def test_early_stopping_keeps_its_validation_weights(linear_data):
     X, y = linear_data
-
-    def fit(steps):
-        return LaplaceMLPRegressor(
-            hidden_layer_sizes=(),
-            inference="laplace",
-            early_stopping=True,
-            map_refinement_steps=steps,
-            **SHORT_TRAINING,
-        ).fit(X, y)
-
-    assert_allclose(fit(20).posterior_.mean.numpy(), fit(0).posterior_.mean.numpy(), rtol=0)
+    with_steps = linear_regressor(steps=20, early_stopping=True).fit(X, y)
+    without = linear_regressor(steps=0, early_stopping=True).fit(X, y)
+    assert_allclose(with_steps.posterior_.mean.numpy(), without.posterior_.mean.numpy(), rtol=0)
