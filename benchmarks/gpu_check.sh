@@ -3,7 +3,8 @@
 #   1. the test suite with device="auto" resolving to CUDA (dask and the example gallery are
 #      left out: the machine has no dask, and the gallery is smoke-tested on CPU in CI);
 #   2. a model fitted on CUDA is pickled and loaded in a process that sees no GPU;
-#   3. CPU vs CUDA fit + predict time of the same estimator on the same data, predictions compared.
+#   3. CPU vs CUDA fit + predict time of the same estimator on the same data, predictions compared;
+#   4. 200,000 rows on CUDA with the default minibatch of 256 and larger ones: time and test LL.
 #   usage (on the GPU machine, repository root): bash benchmarks/gpu_check.sh
 # The machine's python3 already has torch, numpy, scipy, scikit-learn and pytest-xdist; skbnn
 # runs from the tree. Logs go to $OUT (the device tool brings them back) or /tmp.
@@ -87,4 +88,30 @@ for n, hidden, structure in [(7_373, (50,), "full"), (200_000, (100, 100), "kron
               f"cuda {result['cuda'][0]:.1f}s (x{result['cpu'][0] / result['cuda'][0]:.1f}); "
               f"fit+predict cpu {result['cpu'][1]:.1f}s cuda {result['cuda'][1]:.1f}s; "
               f"std relative difference {agree:.2e}", flush=True)
+PY
+
+# 4. Large data on CUDA: the default minibatch of 256 against larger ones (time and test LL).
+timeout "${GPU_BATCH_SECONDS:-120}" python3 - <<'PY' 2>&1 | tee "$out/gpu_batch.log"
+import time
+
+import numpy as np
+from scipy.stats import norm
+
+from skbnn import LaplaceMLPRegressor
+
+rng = np.random.RandomState(1)
+X = rng.uniform(-1, 1, size=(210_000, 20)).astype(np.float32)
+y = np.sin(3 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.randn(len(X))
+X_train, y_train, X_test, y_test = X[:200_000], y[:200_000], X[200_000:], y[200_000:]
+for batch_size, epochs in [(256, 10), (2048, 10), (2048, 40), (8192, 80)]:
+    reg = LaplaceMLPRegressor(hidden_layer_sizes=(100, 100), hessian_structure="kron",
+                              dtype="float32", max_iter=epochs, batch_size=batch_size,
+                              device="cuda", random_state=0)
+    start = time.perf_counter()
+    reg.fit(X_train, y_train)
+    fit = time.perf_counter() - start
+    mean, std = reg.predict(X_test, return_std=True)
+    print(f"batch_size={batch_size} epochs={epochs}: fit {fit:.1f}s, test LL "
+          f"{norm.logpdf(y_test, mean, std).mean():.3f}, RMSE "
+          f"{np.sqrt(np.mean((mean - y_test) ** 2)):.4f}", flush=True)
 PY

@@ -223,6 +223,7 @@ def run_laplace_comparison(args):
         hessian_structure="diag",
         evidence_tuning="posthoc",
         normalize_y=False,
+        ensemble_size=1,  # the peers fit one network
         random_state=0,
     ).fit(X, y)
     model = copy.deepcopy(reference.module_).double().eval()
@@ -386,6 +387,7 @@ def run_bar(args, bar, data):
                 max_iter=5,
                 evidence_tuning="posthoc",
                 normalize_y=False,
+                ensemble_size=1,  # laplace-torch fits one network
                 random_state=0,
             ),
             X,
@@ -427,12 +429,18 @@ def run_sklearn_mlp(args):
             random_state=0,
         ),
         "skbnn, posthoc evidence": lambda: LaplaceMLPRegressor(
-            HIDDEN, max_iter=epochs, batch_size=batch, evidence_tuning="posthoc", random_state=0
+            HIDDEN,
+            max_iter=epochs,
+            batch_size=batch,
+            evidence_tuning="posthoc",
+            ensemble_size=1,
+            random_state=0,
         ),
         "skbnn, online evidence (default)": lambda: LaplaceMLPRegressor(
-            HIDDEN, max_iter=epochs, batch_size=batch, random_state=0
+            HIDDEN, max_iter=epochs, batch_size=batch, ensemble_size=1, random_state=0
         ),
     }
+    # MLPRegressor trains one network, so each skbnn fit does too (ensemble_size=1 above).
     # Small matrices: one thread can beat two, and OpenBLAS (numpy, so MLPRegressor) busy-waits
     # badly on a shared machine; each estimator is timed with 1 and with --threads threads.
     thread_counts = sorted({1, args.threads})

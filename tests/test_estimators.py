@@ -308,7 +308,11 @@ def test_regression_uncertainty_decomposition_and_kernel(fitted_regressor, regre
     mean, std = fitted_regressor.predict(X, return_std=True)
     assert_allclose(parts.mean, mean)
     assert_allclose(parts.total_std, std, rtol=1e-12)
-    assert_allclose(parts.aleatoric_std, fitted_regressor.sigma_noise_)
+    # The default is an ensemble here: its noise variance is the mean of the networks'.
+    networks = [fitted_regressor, *fitted_regressor.ensemble_members_]
+    assert len(networks) == 3
+    noise_variance = np.mean([net.sigma_noise_**2 for net in networks])
+    assert_allclose(parts.aleatoric_std**2, noise_variance, rtol=1e-12)
     assert_allclose(parts.epistemic_std**2 + parts.aleatoric_std**2, std**2, rtol=1e-12)
     K = fitted_regressor.kernel(X)
     assert K.shape == (6, 6)
@@ -317,7 +321,7 @@ def test_regression_uncertainty_decomposition_and_kernel(fitted_regressor, regre
     assert_allclose(np.diag(K), parts.epistemic_std**2, rtol=1e-10)
     # The predictive covariance is the kernel plus the noise.
     _, cov = fitted_regressor.predict(X, return_cov=True)
-    assert_allclose(cov, K + fitted_regressor.sigma_noise_**2 * np.eye(6), rtol=1e-10)
+    assert_allclose(cov, K + noise_variance * np.eye(6), rtol=1e-10)
     prior = fitted_regressor.kernel(X, regression_data[0][:3], prior=True)
     assert prior.shape == (6, 3)
     # Conditioning on data can only shrink the variance.

@@ -1,0 +1,34 @@
+"""The equal-weight mixture of several networks' Gaussian predictives, by its first two moments.
+
+An ensemble of Laplace approximations (Eschenhagen et al. 2021) predicts with the mixture
+(1/M) Σ_m N(μ_m, Σ_m), one Gaussian per network. Its mean is μ̄ = (1/M) Σ_m μ_m and, by the law
+of total covariance, its covariance is (1/M) Σ_m Σ_m + (1/M) Σ_m (μ_m − μ̄)(μ_m − μ̄)ᵀ: the
+networks' own uncertainty plus their disagreement. Every function takes the networks' values
+stacked along a leading axis of length M.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def mixture_mean_and_variance(
+    means: torch.Tensor, variances: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Elementwise mean and variance of the mixture of N(means[m], variances[m]), m < M."""
+    mean = means.mean(0)
+    return mean, variances.mean(0) + ((means - mean) ** 2).mean(0)
+
+
+def mixture_cross_covariance(
+    means_x: torch.Tensor, means_y: torch.Tensor, covariances: torch.Tensor
+) -> torch.Tensor:
+    """Cross-covariance of the mixture between the points x and the points y.
+
+    ``means_x`` (M, n_x, k), ``means_y`` (M, n_y, l) and ``covariances`` (M, n_x, n_y, k, l) give
+    the (n_x, n_y, k, l) covariance of the outputs k at x with the outputs l at y.
+    """
+    deviations_x = means_x - means_x.mean(0)
+    deviations_y = means_y - means_y.mean(0)
+    spread = torch.einsum("mak,mbl->abkl", deviations_x, deviations_y) / means_x.shape[0]
+    return covariances.mean(0) + spread

@@ -1,0 +1,160 @@
+"""Ensembles of Laplace networks (``ensemble_size``): the mixture's moments and its parts.
+
+The mixture functions are compared with the non-centred formula E[xxᵀ] − E[x]E[x]ᵀ; the
+estimator's predictions with its members' own public predictions, combined by hand.
+"""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose, assert_array_equal
+
+from skbnn import LaplaceMLPRegressor
+from skbnn._mixture import mixture_cross_covariance, mixture_mean_and_variance
+
+SMALL = dict(hidden_layer_sizes=(8,), max_iter=60, learning_rate_init=0.01)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-2, 2, size=(60, 2))
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] + 0.1 * rng.randn(60)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def ensemble(data):
+    return LaplaceMLPRegressor(**SMALL, ensemble_size=3, random_state=0).fit(*data)
+
+
+def test_mixture_moments_match_the_non_centred_formula():
+    rng = np.random.RandomState(1)
+    M, n, k = 4, 5, 2
+    means = torch.tensor(rng.randn(M, n, k))
+    factors = torch.tensor(rng.randn(M, n * k, n * k))
+    joint = factors @ factors.transpose(1, 2)  # (M, nk, nk): each network's joint covariance
+    covariances = joint.reshape(M, n, k, n, k).permute(0, 1, 3, 2, 4)  # (M, n, n, k, l)
+
+    flat = means.reshape(M, n * k)
+    second_moment = (joint + flat[:, :, None] * flat[:, None, :]).mean(0)
+    expected = second_moment - flat.mean(0)[:, None] * flat.mean(0)[None, :]
+    expected = expected.reshape(n, k, n, k).permute(0, 2, 1, 3)
+    assert_allclose(mixture_cross_covariance(means, means, covariances), expected, rtol=1e-12)
+
+    variances = torch.diagonal(torch.diagonal(covariances, dim1=1, dim2=2), dim1=1, dim2=2)
+    mean, variance = mixture_mean_and_variance(means, variances)
+    assert_allclose(mean, flat.mean(0).reshape(n, k), rtol=1e-12)
+    diagonal = torch.diagonal(torch.diagonal(expected, dim1=0, dim2=1), dim1=0, dim2=1)
+    assert_allclose(variance, diagonal, rtol=1e-12)
+
+
+def test_predictions_are_the_mixture_of_the_members(ensemble, data):
+    X = data[0][:7]
+    networks = [ensemble, *ensemble.ensemble_members_]
+    assert ensemble.ensemble_size_ == 3 and len(ensemble.ensemble_members_) == 2
+    # Each network's own predictive, through its public API (a copy without the others).
+    single = copy.copy(ensemble)
+    single.ensemble_members_ = []
+    parts = [net.predict(X, return_std=True) for net in [single, *networks[1:]]]
+    means = np.array([mean for mean, _ in parts])
+    stds = np.array([std for _, std in parts])
+    assert np.ptp(means, axis=0).min() > 0  # the networks differ
+
+    mean, std = ensemble.predict(X, return_std=True)
+    assert_allclose(mean, means.mean(0), rtol=1e-12)
+    assert_allclose(std**2, (stds**2).mean(0) + means.var(0), rtol=1e-10)
+
+    split = ensemble.predict_uncertainty(X)
+    noise = np.array([net.sigma_noise_ for net in networks])
+    assert_allclose(split.aleatoric_std**2, np.full(len(X), (noise**2).mean()), rtol=1e-10)
+    assert_allclose(split.total_std, std, rtol=1e-12)
+
+
+def test_covariance_kernel_and_std_agree(ensemble, data):
+    X = data[0][:6]
+    _, std = ensemble.predict(X, return_std=True)
+    _, cov = ensemble.predict(X, return_cov=True)
+    assert_allclose(np.sqrt(np.diag(cov)), std, rtol=1e-10)
+    split = ensemble.predict_uncertainty(X)
+    K = ensemble.kernel(X)
+    assert_allclose(cov - np.diag(split.aleatoric_std**2), K, rtol=1e-10, atol=1e-14)
+    assert_allclose(ensemble.kernel(X, X[:2]), K[:, :2], rtol=1e-10, atol=1e-14)
+    assert np.all(np.linalg.eigvalsh(K) > -1e-12 * np.abs(K).max())
+
+
+def test_samples_follow_the_mixture(ensemble, data):
+    X = data[0][:4]
+    mean, std = ensemble.predict(X, return_std=True)
+    samples = ensemble.sample_y(X, n_samples=20_000, random_state=3)
+    assert samples.shape == (4, 20_000)
+    assert_allclose(samples.mean(1), mean, atol=4 * std.max() / np.sqrt(20_000))
+    assert_allclose(samples.std(1), std, rtol=0.03)
+    assert_array_equal(samples, ensemble.sample_y(X, n_samples=20_000, random_state=3))
+
+
+def test_the_first_network_is_the_single_one(ensemble, data):
+    single = LaplaceMLPRegressor(**SMALL, ensemble_size=1, random_state=0).fit(*data)
+    assert single.ensemble_members_ == []
+    assert single.log_marginal_likelihood_value_ == ensemble.log_marginal_likelihood_value_
+    for name, value in single.module_.state_dict().items():
+        assert torch.equal(value, ensemble.module_.state_dict()[name])
+    members = ensemble.ensemble_members_
+    assert len({member.random_state for member in members}) == 2
+    assert all(member.ensemble_size == 1 for member in members)
+
+
+def test_auto_size(data):
+    X, y = data
+    fitted = LaplaceMLPRegressor(**SMALL, random_state=0).fit(X, y)
+    assert fitted.ensemble_size_ == 3
+    linear = LaplaceMLPRegressor(hidden_layer_sizes=(), max_iter=5, random_state=0).fit(X, y)
+    assert linear.ensemble_size_ == 1
+    streamed = LaplaceMLPRegressor(**SMALL, random_state=0).partial_fit(X, y)
+    assert streamed.ensemble_size_ == 1
+    rng = np.random.RandomState(0)
+    X_large = rng.randn(2001, 2)
+    large = LaplaceMLPRegressor(hidden_layer_sizes=(2,), max_iter=1, random_state=0)
+    assert large.fit(X_large, X_large[:, 0]).ensemble_size_ == 1
+    assert large.fit(X_large[:2000], X_large[:2000, 0]).ensemble_size_ == 3
+
+
+def test_partial_fit_updates_every_member_or_none(data):
+    X, y = data
+    reg = LaplaceMLPRegressor(**SMALL, ensemble_size=2, random_state=0)
+    reg.partial_fit(X[:40], y[:40])
+    member = reg.ensemble_members_[0]
+    expected = copy.deepcopy(member).partial_fit(X[40:], y[40:]).predict_std(X)
+
+    before = reg.predict_std(X)
+    y_bad = y[40:].copy()
+    y_bad[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        reg.partial_fit(X[40:], y_bad)
+    assert_array_equal(reg.predict_std(X), before)
+    assert reg.ensemble_members_[0] is member
+
+    reg.partial_fit(X[40:], y[40:])
+    assert_allclose(reg.ensemble_members_[0].predict_std(X), expected, rtol=1e-12)
+    assert reg.ensemble_size_ == 2
+
+
+def test_pickle_round_trip(ensemble, data):
+    X = data[0][:5]
+    loaded = pickle.loads(pickle.dumps(ensemble))
+    assert_array_equal(loaded.predict_std(X), ensemble.predict_std(X))
+    assert_array_equal(loaded.kernel(X), ensemble.kernel(X))
+
+
+def test_every_network_sees_the_sample_weights(data):
+    X, y = data
+    weights = np.random.RandomState(2).randint(0, 3, size=len(y))
+    weighted = LaplaceMLPRegressor(**SMALL, ensemble_size=2, random_state=0)
+    weighted.fit(X, y, sample_weight=weights)
+    repeated = LaplaceMLPRegressor(**SMALL, ensemble_size=2, random_state=0)
+    repeated.fit(X.repeat(weights, axis=0), y.repeat(weights))
+    for a, b in zip(weighted._networks(), repeated._networks(), strict=True):
+        assert_allclose(a.predict_std(X), b.predict_std(X), rtol=1e-7)
