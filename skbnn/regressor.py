@@ -521,7 +521,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         kernels = torch.stack(
             [net._output_kernel(X, Y, prior=prior)[:, :k, :, :k] for net in networks]
         ).permute(0, 1, 3, 2, 4)
-        if prior:
+        if prior or len(networks) == 1:  # no spread of means to add (one network: no work)
             K = kernels.mean(0)
         else:
             X_valid = self._validate_for_predict(X)
