@@ -7,9 +7,14 @@ expected entropy E H[p] (aleatoric: classes that overlap) and the mutual informa
 label and the weights (epistemic: the model's ignorance), which grows away from the data.
 
 We train both on the two moons and map, over a wide square around the data: the entropy of
-scikit-learn's MLPClassifier (MAP, the same tanh network), the Laplace predictive entropy, and the
+scikit-learn's MLPClassifier (MAP, the same ReLU network), the Laplace predictive entropy, and the
 Laplace mutual information. The printed table compares the averages on the training inputs with
 those on a ring far from the data.
+
+The classifier is given ``posterior_temperature=1.0``, the Laplace posterior itself. By default it
+predicts with a colder posterior, chosen by the leave-one-out log-likelihood of the training rows,
+which calibrates the probabilities near the data but shrinks the spread far from it (here the
+default picks T = 0.1).
 
 Environment: ``SKBNN_EXAMPLE_SMOKE=1`` trains shorter on a coarser grid; ``SKBNN_EXAMPLE_OUTPUT``
 is the folder for the PNG (default: this folder).
@@ -50,14 +55,16 @@ def main():
     torch.set_num_threads(1)  # small networks: one thread beats several fighting over the cores
     X, y = make_moons(n_samples=200, noise=0.15, random_state=0)
     start = time.perf_counter()
-    clf = LaplaceMLPClassifier(max_iter=500 if SMOKE else "auto", random_state=0).fit(X, y)
+    clf = LaplaceMLPClassifier(
+        max_iter=500 if SMOKE else "auto", posterior_temperature=1.0, random_state=0
+    ).fit(X, y)
     print(
         f"LaplaceMLPClassifier: fit in {time.perf_counter() - start:.1f} s, "
         f"δ = {clf.prior_precision_:.3f}, training accuracy {clf.score(X, y):.3f}"
     )
     # The same network and Adam learning rate as LaplaceMLPClassifier's defaults.
     mlp = MLPClassifier(
-        (50,), activation="tanh", learning_rate_init=0.01, max_iter=2000, random_state=0
+        (50,), activation="relu", learning_rate_init=3e-3, max_iter=2000, random_state=0
     ).fit(X, y)
     print(f"MLPClassifier (MAP):  training accuracy {mlp.score(X, y):.3f}")
 

@@ -187,6 +187,13 @@ class BaseLaplaceMLP(BaseEstimator):
     def _store_fitted_hyperparameters(self, hyper, terms):
         """Turn the internal δ, c into public fitted attributes."""
 
+    def _fit_predictive(self, X, y, weights):
+        """Fit what the predictive needs besides the posterior, from the training rows (float64).
+
+        Called once the fitted posterior is stored, after ``fit`` and each ``partial_fit`` (with
+        the chunk's rows); nothing by default.
+        """
+
     def _log_evidence_unit_shift(self, terms):
         """What to subtract from a log evidence of the internal targets to get it in y's units."""
         return 0.0
@@ -389,6 +396,7 @@ class BaseLaplaceMLP(BaseEstimator):
         if self.early_stopping:
             self.validation_scores_ = training.validation_scores
         self._mc_seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        self._fit_predictive(*(t.cpu() for t in _as_float64(X_fit, y_fit, w_fit)))
         return self
 
     def _update_unguarded(self, X, y, sample_weight, classes):
@@ -493,6 +501,7 @@ class BaseLaplaceMLP(BaseEstimator):
         self.scores_ = [*self.scores_, self._log_evidence(terms, hyper)]
         self.n_iter_ += training.n_iter
         self.loss_curve_ = self.loss_curve_ + training.loss_curve
+        self._fit_predictive(*(t.cpu() for t in _as_float64(X_t, y_t, w_t)))
         return self
 
     def _laplace(self, module, likelihood, X, y, weights, param_names, structure):

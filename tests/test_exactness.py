@@ -269,6 +269,7 @@ def test_logistic_regression_laplace_equals_numpy_newton_reference():
     clf = LaplaceMLPClassifier(
         hidden_layer_sizes=(),
         prior_precision=DELTA,
+        posterior_temperature=1.0,  # the Laplace posterior itself
         max_iter=3000,
         learning_rate_init=0.05,
         random_state=0,
