@@ -223,7 +223,7 @@ def _forward_with_perturbations(
     return h, (h, tuple(inputs))
 
 
-def _layer_backprops(module: nn.Sequential, layer_indices: Sequence[int], X: torch.Tensor):
+def layer_backprops(module: nn.Sequential, layer_indices: Sequence[int], X: torch.Tensor):
     """Per block of rows: (start, (∂f/∂s_l per layer (n, K, out_l)), f (n, K), inputs a_l)."""
     layers = [module[index] for index in layer_indices]
     zeros = tuple(torch.zeros(lin.out_features, dtype=X.dtype, device=X.device) for lin in layers)
@@ -265,7 +265,7 @@ def kron_glm_outputs(
             for block, (out, inp) in zip(offset.split(sizes), shapes, strict=True)
         ]
     means, covs = [], []
-    for _, (jacs, f, inputs) in _layer_backprops(module, layer_indices, X):
+    for _, (jacs, f, inputs) in layer_backprops(module, layer_indices, X):
         cov = f.new_zeros(f.shape[0], f.shape[1], f.shape[1])
         for i, (jac, a) in enumerate(zip(jacs, inputs, strict=True)):
             a_tilde = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
@@ -300,7 +300,7 @@ def _kron_factor_sums(
         for lin in layers
     ]
 
-    for begin, (jacs, f, inputs) in _layer_backprops(module, layer_indices, X):
+    for begin, (jacs, f, inputs) in layer_backprops(module, layer_indices, X):
         step = f.shape[0]
         w = weights[begin : begin + step]
         if hessian_sqrt is None:

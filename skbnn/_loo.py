@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from skbnn._jacobians import jacobian_batch_size, jacobians
-from skbnn._kron import _layer_backprops, kron_layer_indices
+from skbnn._kron import kron_layer_indices, layer_backprops
 
 # Floor of the eigenvalues of I − u Lᵀ V L: round-off (or a low-rank GGN) may push them to 0.
 _MIN_CAVITY_EIGENVALUE = 1e-10
@@ -105,12 +105,13 @@ def _kron_cavities(module, posterior, likelihood, X, y, unit):
     curvature = posterior.curvature
     layer_indices = kron_layer_indices(module, posterior.param_names)
     output_factors, _ = curvature.factors()
+    factors = zip(curvature.output_eigenvectors, curvature.input_eigenvectors, strict=True)
     deltas = posterior.prior_precision_vector.split(
-        [out * inp for out, inp in curvature._layer_shapes()]
+        [Q_G.shape[0] * Q_A.shape[0] for Q_G, Q_A in factors]
     )
     scale = posterior.noise_scale**-2
     means, covs = [], []
-    for begin, (backprops, f, inputs) in _layer_backprops(module, layer_indices, X):
+    for begin, (backprops, f, inputs) in layer_backprops(module, layer_indices, X):
         rows = slice(begin, begin + f.shape[0])
         L, g = output_curvature_and_gradient(likelihood, f, y[rows])
         cov = f.new_zeros(f.shape[0], f.shape[1], f.shape[1])
