@@ -268,16 +268,41 @@ def kron_glm_outputs(
     for _, (jacs, f, inputs) in layer_backprops(module, layer_indices, X):
         cov = f.new_zeros(f.shape[0], f.shape[1], f.shape[1])
         for i, (jac, a) in enumerate(zip(jacs, inputs, strict=True)):
-            a_tilde = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
-            g_rot = jac @ curvature.output_eigenvectors[i].to(X)  # (n, K, out)
-            a_rot = a_tilde @ curvature.input_eigenvectors[i].to(X)  # (n, in + 1)
-            weight = a_rot.square() @ inverse[i].T  # (n, out): Σ_j ã_j² / (sλ_i ν_j + δ)
-            cov += torch.einsum("nki,nli,ni->nkl", g_rot, g_rot, weight)
+            cov += kron_layer_covariance(
+                jac,
+                a,
+                curvature.output_eigenvectors[i].to(X),
+                curvature.input_eigenvectors[i].to(X),
+                inverse[i],
+            )
             if offsets is not None:
+                a_tilde = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
                 f = f + torch.einsum("nko,oi,ni->nk", jac, offsets[i], a_tilde)
         means.append(f.detach())
         covs.append(cov.detach())
     return torch.cat(means), torch.cat(covs)
+
+
+def kron_layer_covariance(
+    backprop: torch.Tensor,
+    a: torch.Tensor,
+    output_eigenvectors: torch.Tensor,
+    input_eigenvectors: torch.Tensor,
+    inverse_precision: torch.Tensor,
+) -> torch.Tensor:
+    """One layer's part of J Σ Jᵀ (n, K, K) under a precision diagonal in a Kronecker eigenbasis.
+
+    ``backprop`` (n, K, out) holds ∂f/∂s_l and ``a`` (n, in) the layer's inputs; the eigenbasis is
+    Q_G ⊗ Q_A and ``inverse_precision`` holds 1/(sλ_i ν_j + δ) as (out, in + 1). Q_G and the
+    inverse precisions may also be given per row, (n, out, out) and (n, out, in + 1): the
+    leave-one-out cavities (:mod:`skbnn._loo`) change the output factor row by row.
+    """
+    a_tilde = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+    g_rot = backprop @ output_eigenvectors  # (n, K, out)
+    a_rot = a_tilde @ input_eigenvectors  # (n, in + 1)
+    inverse = inverse_precision.expand(a.shape[0], -1, -1)
+    weight = torch.einsum("nj,nij->ni", a_rot.square(), inverse)  # Σ_j ã_j² / (sλ_i ν_j + δ)
+    return torch.einsum("nki,nli,ni->nkl", g_rot, g_rot, weight)
 
 
 def _kron_factor_sums(

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from skbnn._jacobians import jacobian_batch_size, jacobians
-from skbnn._kron import kron_layer_indices, layer_backprops
+from skbnn._kron import kron_layer_covariance, kron_layer_indices, layer_backprops
 
 # Floor of the eigenvalues of I − u Lᵀ V L: round-off (or a low-rank GGN) may push them to 0.
 _MIN_CAVITY_EIGENVALUE = 1e-10
@@ -119,13 +119,10 @@ def _kron_cavities(module, posterior, likelihood, X, y, unit):
             DL = D.mT @ L  # (n, out, C): the row's output factor is DL DLᵀ
             remaining = output_factors[layer].to(D) - unit[rows, None, None] * (DL @ DL.mT)
             lam, Q = torch.linalg.eigh(0.5 * (remaining + remaining.mT))
-            a_tilde = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
-            a_rot = a_tilde @ curvature.input_eigenvectors[layer].to(D)  # (n, in + 1)
             nu = curvature.input_eigenvalues[layer].to(D)
             precision = scale * lam.clamp_min(0.0)[:, :, None] * nu + deltas[layer][0]
-            weight = (a_rot.square()[:, None, :] / precision).sum(-1)  # (n, out)
-            D_rot = D @ Q  # (n, K, out)
-            cov = cov + torch.einsum("nki,nli,ni->nkl", D_rot, D_rot, weight)
+            input_vectors = curvature.input_eigenvectors[layer].to(D)
+            cov = cov + kron_layer_covariance(D, a, Q, input_vectors, 1.0 / precision)
         means.append(f - unit[rows, None] * (cov @ g.unsqueeze(-1)).squeeze(-1))
         covs.append(cov)
     return torch.cat(means).detach(), torch.cat(covs).detach()
