@@ -199,6 +199,38 @@ class FactorRoot:
         return eigenvalues, torch.cat([Q[:, n:], Q[:, :n] @ U], dim=1)
 
 
+def pool_kron_curvatures(
+    previous: KronCurvature, update: KronCurvature, previous_weight: float, update_weight: float
+) -> KronCurvature:
+    """G₁ + G₂ and (N₁A₁ + N₂A₂)/(N₁ + N₂) per layer, decomposed (online KFAC; partial_fit).
+
+    Where the two input factors have fewer nonzero eigenvalues together than their size (wide
+    chunks), the pooled factor is decomposed through the root [√(N_i/N) √ν_i Q_iᵀ]_i of its
+    nonzero eigenpairs; otherwise, as always, densely.
+    """
+    (G1, A1), (G2, A2) = previous.factors(), update.factors()
+    total = previous_weight + update_weight
+    inputs: list[torch.Tensor | FactorRoot] = []
+    for layer, (a, b) in enumerate(zip(A1, A2, strict=True)):
+        parts = [
+            (weight / total) ** 0.5 * (Q[:, nu > 0] * nu[nu > 0].sqrt()).T
+            for weight, nu, Q in (
+                (
+                    previous_weight,
+                    previous.input_eigenvalues[layer],
+                    previous.input_eigenvectors[layer],
+                ),
+                (update_weight, update.input_eigenvalues[layer], update.input_eigenvectors[layer]),
+            )
+        ]
+        root = torch.cat(parts)
+        if root.shape[0] < root.shape[1]:
+            inputs.append(FactorRoot(root))
+        else:
+            inputs.append((previous_weight * a + update_weight * b) / total)
+    return KronCurvature.from_factors([a + b for a, b in zip(G1, G2, strict=True)], inputs)
+
+
 def _symmetric_eigh(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvalues (clamped at 0: the factors are PSD up to round-off) and eigenvectors of S."""
     eigenvalues, eigenvectors = torch.linalg.eigh(0.5 * (S + S.T))

@@ -349,3 +349,40 @@ def test_ordinary_inputs_keep_the_dense_factor_eigh(monkeypatch):
     G, A = kron.factors()
     twin = KronCurvature.from_factors(G, A)
     assert_allclose(kron.dense(), twin.dense(), rtol=1e-12, atol=1e-14)
+
+
+def test_pooling_wide_chunks_keeps_the_rank_and_ordinary_chunks_the_dense_eigh(monkeypatch):
+    """accumulate_curvature (partial_fit): G₁ + G₂ and (N₁A₁ + N₂A₂)/N, exact for wide chunks."""
+    from skbnn._curvature import accumulate_curvature
+
+    module, likelihood, X, weights = make_problem("bernoulli", n=30, n_features=20, seed=6)
+    names = all_names(module)
+
+    def pooled_reference(first, second, n1, n2):
+        (G1, A1), (G2, A2) = first.factors(), second.factors()
+        return KronCurvature.from_factors(
+            [a + b for a, b in zip(G1, G2, strict=True)],
+            [(n1 * a + n2 * b) / (n1 + n2) for a, b in zip(A1, A2, strict=True)],
+        )
+
+    wide = [
+        fit_kron_curvature(module, likelihood, X[r], weights[r], names)
+        for r in (slice(0, 4), slice(4, 9))
+    ]
+    n1, n2 = float(weights[:4].sum()), float(weights[4:9].sum())
+    sizes = spy_on_eigh(monkeypatch)
+    pooled = accumulate_curvature(*wide, n1, n2)
+    assert max(sizes) <= 9  # no 21 × 21 eigh: the two chunks' roots have 4 + 5 rows
+    monkeypatch.undo()
+    assert int((pooled.input_eigenvalues[0] == 0).sum()) == 21 - 9
+    reference = pooled_reference(*wide, n1, n2)
+    assert_allclose(pooled.dense(), reference.dense(), rtol=1e-10, atol=1e-12)
+    assert_allclose(pooled.factors()[1][0], reference.factors()[1][0], rtol=1e-10, atol=1e-13)
+
+    ordinary = [
+        fit_kron_curvature(module, likelihood, X[r], weights[r], names)
+        for r in (slice(0, 25), slice(25, 30))
+    ]
+    n1, n2 = float(weights[:25].sum()), float(weights[25:].sum())
+    pooled = accumulate_curvature(*ordinary, n1, n2)
+    assert torch.equal(pooled.dense(), pooled_reference(*ordinary, n1, n2).dense())
