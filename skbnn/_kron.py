@@ -193,8 +193,8 @@ class FactorRoot:
         V[:, identity_reflector] = 0.0
         S = (V.T @ V).triu(1)
         S.diagonal().copy_(torch.where(identity_reflector, torch.ones_like(tau), 1.0 / tau))
-        Q = torch.eye(m, dtype=R.dtype, device=R.device)
-        Q -= V @ torch.linalg.solve_triangular(S, V.T, upper=True)
+        Q = -(V @ torch.linalg.solve_triangular(S, V.T, upper=True))
+        Q.diagonal().add_(1.0)  # I − V S⁻¹ Vᵀ, without an m × m identity
         eigenvalues = torch.cat([nu.new_zeros(m - n), nu])
         return eigenvalues, torch.cat([Q[:, n:], Q[:, :n] @ U], dim=1)
 
