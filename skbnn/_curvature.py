@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from skbnn._jacobians import jacobian_batch_size, jacobians
-from skbnn._kron import KronCurvature, fit_kron_curvature
+from skbnn._kron import KronCurvature, fit_kron_curvature, pool_kron_curvatures
 
 
 def ggn_factor_blocks(
@@ -212,13 +212,5 @@ def accumulate_curvature(
     if isinstance(previous, DiagCurvature):
         return DiagCurvature.from_diagonal(previous.eigenvalues + update.eigenvalues)
     if isinstance(previous, KronCurvature):
-        (G1, A1), (G2, A2) = previous.factors(), update.factors()
-        total = previous_weight + update_weight
-        return KronCurvature.from_factors(
-            [a + b for a, b in zip(G1, G2, strict=True)],
-            [
-                (previous_weight * a + update_weight * b) / total
-                for a, b in zip(A1, A2, strict=True)
-            ],
-        )
+        return pool_kron_curvatures(previous, update, previous_weight, update_weight)
     return FullCurvature.from_matrix(previous.dense() + update.dense())

@@ -22,6 +22,15 @@ eigenvalues λ_i ν_j, so the posterior (:mod:`skbnn._posterior`) and the eviden
 The factors are accumulated over blocks of rows of X in the module's dtype (float64 in the
 estimators), from :mod:`torch.func` per-sample Jacobians ∂f_n/∂s_l of the outputs with respect to
 a zero perturbation added to each pre-activation s_l.
+
+Wide inputs (fewer rows n than in_l + 1, e.g. 50 rows of 2000 features): A_l = RᵀR with the root
+R = [√(w_n / Σw) ã_nᵀ]_n of shape (n, in_l + 1) has rank ≤ n, so it is decomposed through R
+instead of by a dense O(in³) eigh. A Householder QR Rᵀ = Q₁T gives A_l = Q₁ (TTᵀ) Q₁ᵀ; the n × n
+eigh TTᵀ = U diag(ν) Uᵀ gives the nonzero eigenpairs (ν, Q₁U), and the other reflector columns
+complete the basis with eigenvalue 0. The full orthonormal (in_l + 1)² basis is formed in
+O(in² n) as I − V S⁻¹ Vᵀ from the reflectors V (the compact "UT" form of their product,
+S = striu(VᵀV) + diag(1/τ); Joffrain et al. 2006), so every consumer of Q_A sees the same
+structure as on ordinary data, where nothing changes.
 """
 
 from __future__ import annotations
@@ -70,11 +79,19 @@ class KronCurvature:
 
     @classmethod
     def from_factors(
-        cls, output_factors: Sequence[torch.Tensor], input_factors: Sequence[torch.Tensor]
+        cls,
+        output_factors: Sequence[torch.Tensor],
+        input_factors: Sequence[torch.Tensor | FactorRoot],
     ) -> KronCurvature:
-        """Decompose the factors G_l (out_l, out_l) and A_l (in_l + 1, in_l + 1) of each layer."""
+        """Decompose the factors G_l (out_l, out_l) and A_l (in_l + 1, in_l + 1) of each layer.
+
+        An input factor may be given as a :class:`FactorRoot` R (A_l = RᵀR, fewer rows than
+        columns): it is then decomposed through its rank, without a dense eigh.
+        """
         outputs = [_symmetric_eigh(G) for G in output_factors]
-        inputs = [_symmetric_eigh(A) for A in input_factors]
+        inputs = [
+            A.eigh() if isinstance(A, FactorRoot) else _symmetric_eigh(A) for A in input_factors
+        ]
         return cls(
             output_eigenvalues=[lam for lam, _ in outputs],
             output_eigenvectors=[Q for _, Q in outputs],
@@ -150,6 +167,68 @@ class KronCurvature:
     def _check_last_axis(self, A: torch.Tensor) -> None:
         if A.shape[-1] != self.n_params:
             raise ValueError(f"Expected a last axis of size {self.n_params}, got {A.shape[-1]}.")
+
+
+@dataclass
+class FactorRoot:
+    """A PSD factor RᵀR of size m × m given by its root R of shape (n, m), n < m (wide inputs)."""
+
+    root: torch.Tensor  # (n, m)
+
+    def eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eigenvalues (m,) and an orthonormal eigenbasis (m, m) of RᵀR in O(m² n), not O(m³).
+
+        The m − n directions outside the row space of R come first, with eigenvalue exactly 0.
+        """
+        R = self.root
+        n, m = R.shape
+        reflectors, tau = torch.geqrf(R.T)  # Rᵀ = Q₁ T, Q = H_1 ⋯ H_n
+        T = reflectors[:n].triu()
+        nu, U = _symmetric_eigh(T @ T.T)
+        # Q = I − V S⁻¹ Vᵀ with V the unit lower-trapezoidal reflectors. A reflector with τ = 0
+        # is the identity: its column of V is dropped (zeroed, with a unit diagonal entry of S).
+        V = reflectors.tril(-1)
+        V.diagonal().fill_(1.0)
+        identity_reflector = tau == 0
+        V[:, identity_reflector] = 0.0
+        S = (V.T @ V).triu(1)
+        S.diagonal().copy_(torch.where(identity_reflector, torch.ones_like(tau), 1.0 / tau))
+        Q = -(V @ torch.linalg.solve_triangular(S, V.T, upper=True))
+        Q.diagonal().add_(1.0)  # I − V S⁻¹ Vᵀ, without an m × m identity
+        eigenvalues = torch.cat([nu.new_zeros(m - n), nu])
+        return eigenvalues, torch.cat([Q[:, n:], Q[:, :n] @ U], dim=1)
+
+
+def pool_kron_curvatures(
+    previous: KronCurvature, update: KronCurvature, previous_weight: float, update_weight: float
+) -> KronCurvature:
+    """G₁ + G₂ and (N₁A₁ + N₂A₂)/(N₁ + N₂) per layer, decomposed (online KFAC; partial_fit).
+
+    Where the two input factors have fewer nonzero eigenvalues together than their size (wide
+    chunks), the pooled factor is decomposed through the root [√(N_i/N) √ν_i Q_iᵀ]_i of its
+    nonzero eigenpairs; otherwise, as always, densely.
+    """
+    (G1, A1), (G2, A2) = previous.factors(), update.factors()
+    total = previous_weight + update_weight
+    inputs: list[torch.Tensor | FactorRoot] = []
+    for layer, (a, b) in enumerate(zip(A1, A2, strict=True)):
+        parts = [
+            (weight / total) ** 0.5 * (Q[:, nu > 0] * nu[nu > 0].sqrt()).T
+            for weight, nu, Q in (
+                (
+                    previous_weight,
+                    previous.input_eigenvalues[layer],
+                    previous.input_eigenvectors[layer],
+                ),
+                (update_weight, update.input_eigenvalues[layer], update.input_eigenvectors[layer]),
+            )
+        ]
+        root = torch.cat(parts)
+        if root.shape[0] < root.shape[1]:
+            inputs.append(FactorRoot(root))
+        else:
+            inputs.append((previous_weight * a + update_weight * b) / total)
+    return KronCurvature.from_factors([a + b for a, b in zip(G1, G2, strict=True)], inputs)
 
 
 def _symmetric_eigh(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,18 +391,26 @@ def _kron_factor_sums(
     weights: torch.Tensor,
     layer_indices: Sequence[int],
     hessian_sqrt: torch.Tensor | None = None,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Σ_n w_n Σ_c g_nc g_ncᵀ and Σ_n w_n ã_n ã_nᵀ for each layer, over blocks of rows of X."""
+) -> tuple[list[torch.Tensor], list[torch.Tensor | FactorRoot]]:
+    """Σ_n w_n Σ_c g_nc g_ncᵀ and Σ_n w_n ã_n ã_nᵀ for each layer, over blocks of rows of X.
+
+    For a layer with more inputs than X has rows, the second sum is returned as a
+    :class:`FactorRoot` of the rows √w_n ã_nᵀ (n, in + 1), to be decomposed through its rank.
+    """
     layers = [module[index] for index in layer_indices]
     dtype, device = X.dtype, X.device
+    wide = [X.shape[0] < lin.in_features + 1 for lin in layers]
     G = [
         torch.zeros(lin.out_features, lin.out_features, dtype=dtype, device=device)
         for lin in layers
     ]
     A = [
-        torch.zeros(lin.in_features + 1, lin.in_features + 1, dtype=dtype, device=device)
-        for lin in layers
+        None
+        if is_wide
+        else torch.zeros(lin.in_features + 1, lin.in_features + 1, dtype=dtype, device=device)
+        for lin, is_wide in zip(layers, wide, strict=True)
     ]
+    roots: list[list[torch.Tensor]] = [[] for _ in layers]
 
     for begin, (jacs, f, inputs) in layer_backprops(module, layer_indices, X):
         step = f.shape[0]
@@ -336,8 +423,15 @@ def _kron_factor_sums(
             g = torch.einsum("bko,bkc->bco", jac, L)  # g_nc, (batch, C, out)
             G[i] += torch.einsum("b,bco,bcp->op", w, g, g)
             a_tilde = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
-            A[i] += torch.einsum("b,bi,bj->ij", w, a_tilde, a_tilde)
-    return G, A
+            if wide[i]:
+                roots[i].append(w.sqrt()[:, None] * a_tilde)
+            else:
+                A[i] += torch.einsum("b,bi,bj->ij", w, a_tilde, a_tilde)
+    inputs = [
+        FactorRoot(torch.cat(rows)) if is_wide else A_i
+        for A_i, rows, is_wide in zip(A, roots, wide, strict=True)
+    ]
+    return G, inputs
 
 
 def fit_kron_curvature(
@@ -368,4 +462,8 @@ def fit_kron_curvature(
     layer_indices = kron_layer_indices(module, param_names)
     G, A_sum = _kron_factor_sums(module, likelihood, X, weights, layer_indices, hessian_sqrt)
     total_weight = weights.sum()
-    return KronCurvature.from_factors(G, [A / total_weight for A in A_sum])
+    inputs = [
+        FactorRoot(A.root / total_weight.sqrt()) if isinstance(A, FactorRoot) else A / total_weight
+        for A in A_sum
+    ]
+    return KronCurvature.from_factors(G, inputs)

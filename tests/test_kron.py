@@ -7,8 +7,9 @@ from numpy.testing import assert_allclose
 
 from skbnn import LaplaceMLPClassifier, LaplaceMLPRegressor, _jacobians
 from skbnn._curvature import fit_curvature, ggn_matrix
-from skbnn._kron import KronCurvature, fit_kron_curvature
+from skbnn._kron import KronCurvature, fit_kron_curvature, kron_glm_outputs
 from skbnn._likelihoods import BernoulliLikelihood, CategoricalLikelihood, GaussianLikelihood
+from skbnn._loo import loo_logits
 from skbnn._network import build_mlp, last_layer_parameter_names
 from skbnn._posterior import LaplacePosterior
 
@@ -242,3 +243,146 @@ def test_kron_predictive_without_jacobians_equals_the_generic_path():
     fast_f, fast_cov = kron_glm_outputs(clf.module_, X_t, clf.posterior_)
     assert_allclose(fast_f, f, atol=1e-12)
     assert_allclose(fast_cov, clf.posterior_.functional_covariance(J), atol=1e-12)
+
+
+# -- wide inputs: fewer rows than a layer has inputs -----------------------------------------------
+
+
+def dense_factor_twin(kron, input_factors):
+    """The same output factors with the given input factors, each decomposed by a dense eigh."""
+    G, _ = kron.factors()
+    return KronCurvature.from_factors(G, input_factors)
+
+
+def spy_on_eigh(monkeypatch):
+    """Record the size of every matrix that torch.linalg.eigh decomposes."""
+    sizes, eigh = [], torch.linalg.eigh
+
+    def recording(S, *args, **kwargs):
+        sizes.append(S.shape[-1])
+        return eigh(S, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "eigh", recording)
+    return sizes
+
+
+@pytest.mark.parametrize("name", sorted(LIKELIHOODS))
+def test_wide_input_factor_is_decomposed_through_its_rank(name, monkeypatch):
+    """6 rows of 20 features: A_0 (21 × 21, rank 6) needs no 21 × 21 eigh, and is exact."""
+    module, likelihood, X, weights = make_problem(name, n=6, n_features=20, seed=5)
+    weights[2] = 0.0  # a row without weight contributes nothing to the root
+    names = all_names(module)
+    sizes = spy_on_eigh(monkeypatch)
+    kron = fit_kron_curvature(module, likelihood, X, weights, names)
+    assert sizes and max(sizes) <= 6  # G (5, 4, K) and the 6 × 6 Gram matrix of the root only
+    monkeypatch.undo()
+
+    # The input factor is the weighted mean of ã ãᵀ, with exactly 21 − 5 zero eigenvalues.
+    a_tilde = torch.cat([X, torch.ones(6, 1, dtype=torch.float64)], dim=1)
+    A0 = (weights[:, None] * a_tilde).T @ a_tilde / weights.sum()
+    G, A = kron.factors()
+    assert_allclose(A[0], A0, rtol=1e-12, atol=1e-14)
+    Q_A, nu = kron.input_eigenvectors[0], kron.input_eigenvalues[0]
+    assert_allclose(Q_A.T @ Q_A, torch.eye(21, dtype=torch.float64), atol=1e-13)
+    assert int((nu == 0).sum()) == 21 - 5 and bool((nu[nu > 0] > 1e-8).all())
+
+    # dense() is ⊕_l G_l ⊗ A_l in the W.flatten(), b parameter order (torch.kron reference).
+    slices = layer_slices(module, names)
+    expected = torch.zeros(kron.n_params, kron.n_params, dtype=torch.float64)
+    for s, G_l, A_l in zip(slices, G, [A0, *A[1:]], strict=True):
+        out, inp = G_l.shape[0], A_l.shape[0]
+        position = [j * inp + i for j in range(out) for i in range(inp - 1)]
+        position += [j * inp + inp - 1 for j in range(out)]
+        expected[s, s] = torch.kron(G_l, A_l)[position][:, position]
+    assert_allclose(kron.dense(), expected, rtol=1e-11, atol=1e-13)
+
+    # Every consumer agrees with the dense-eigh twin: spectrum, log-det, covariance, GLM outputs.
+    twin = dense_factor_twin(kron, [A0, *A[1:]])
+    assert_allclose(
+        kron.eigenvalues.sort().values, twin.eigenvalues.sort().values, rtol=1e-10, atol=1e-12
+    )
+    mean = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+    wide, dense = (
+        LaplacePosterior(
+            mean,
+            curvature,
+            torch.tensor([0.3, 1.0, 2.0]),
+            0.5,
+            names,
+            layer_sizes=tuple(s.stop - s.start for s in slices),
+        )
+        for curvature in (kron, twin)
+    )
+    assert_allclose(wide.log_det_precision(), dense.log_det_precision(), rtol=1e-12)
+    assert_allclose(wide.covariance(), dense.covariance(), rtol=1e-9, atol=1e-12)
+    z = torch.randn(
+        3, kron.n_params, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+    assert_allclose(kron.from_eigenbasis(kron.to_eigenbasis(z)), z, atol=1e-12)  # exact sampling
+    X_new = torch.randn(5, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    for got, want in zip(
+        kron_glm_outputs(module, X_new, wide), kron_glm_outputs(module, X_new, dense), strict=True
+    ):
+        assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    if name != "gaussian":  # the leave-one-out cavities of the training rows
+        y = torch.randint(
+            LIKELIHOODS[name][1] + (name == "bernoulli"),
+            (6,),
+            generator=torch.Generator().manual_seed(2),
+        )
+        y = y.to(torch.float64) if name == "bernoulli" else y
+        for got, want in zip(
+            loo_logits(module, wide, likelihood, X, y, weights),
+            loo_logits(module, dense, likelihood, X, y, weights),
+            strict=True,
+        ):
+            assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_ordinary_inputs_keep_the_dense_factor_eigh(monkeypatch):
+    """With more rows than inputs every factor goes through one dense eigh, as before."""
+    module, likelihood, X, weights = make_problem("categorical", n=30, n_features=20, seed=5)
+    sizes = spy_on_eigh(monkeypatch)
+    kron = fit_kron_curvature(module, likelihood, X, weights, all_names(module))
+    assert sorted(sizes) == sorted([5, 4, 3, 21, 6, 5])
+    monkeypatch.undo()
+    G, A = kron.factors()
+    twin = KronCurvature.from_factors(G, A)
+    assert_allclose(kron.dense(), twin.dense(), rtol=1e-12, atol=1e-14)
+
+
+def test_pooling_wide_chunks_keeps_the_rank_and_ordinary_chunks_the_dense_eigh(monkeypatch):
+    """accumulate_curvature (partial_fit): G₁ + G₂ and (N₁A₁ + N₂A₂)/N, exact for wide chunks."""
+    from skbnn._curvature import accumulate_curvature
+
+    module, likelihood, X, weights = make_problem("bernoulli", n=30, n_features=20, seed=6)
+    names = all_names(module)
+
+    def pooled_reference(first, second, n1, n2):
+        (G1, A1), (G2, A2) = first.factors(), second.factors()
+        return KronCurvature.from_factors(
+            [a + b for a, b in zip(G1, G2, strict=True)],
+            [(n1 * a + n2 * b) / (n1 + n2) for a, b in zip(A1, A2, strict=True)],
+        )
+
+    wide = [
+        fit_kron_curvature(module, likelihood, X[r], weights[r], names)
+        for r in (slice(0, 4), slice(4, 9))
+    ]
+    n1, n2 = float(weights[:4].sum()), float(weights[4:9].sum())
+    sizes = spy_on_eigh(monkeypatch)
+    pooled = accumulate_curvature(*wide, n1, n2)
+    assert max(sizes) <= 9  # no 21 × 21 eigh: the two chunks' roots have 4 + 5 rows
+    monkeypatch.undo()
+    assert int((pooled.input_eigenvalues[0] == 0).sum()) == 21 - 9
+    reference = pooled_reference(*wide, n1, n2)
+    assert_allclose(pooled.dense(), reference.dense(), rtol=1e-10, atol=1e-12)
+    assert_allclose(pooled.factors()[1][0], reference.factors()[1][0], rtol=1e-10, atol=1e-13)
+
+    ordinary = [
+        fit_kron_curvature(module, likelihood, X[r], weights[r], names)
+        for r in (slice(0, 25), slice(25, 30))
+    ]
+    n1, n2 = float(weights[:25].sum()), float(weights[25:].sum())
+    pooled = accumulate_curvature(*ordinary, n1, n2)
+    assert torch.equal(pooled.dense(), pooled_reference(*ordinary, n1, n2).dense())
