@@ -17,7 +17,15 @@ from skbnn._base import BaseLaplaceMLP, _check_positive_finite, _uses_laplace
 from skbnn._evidence import log_marginal_likelihood
 from skbnn._likelihoods import BernoulliLikelihood, CategoricalLikelihood
 from skbnn._loo import loo_log_likelihood, loo_logits
-from skbnn._predictive import bridge_proba, link_samples, mc_proba, probit_proba
+from skbnn._predictive import (
+    bridge_log_proba,
+    bridge_proba,
+    link_samples,
+    mc_log_proba,
+    mc_proba,
+    probit_log_proba,
+    probit_proba,
+)
 
 # The temperatures among which posterior_temperature="loo" chooses: 0 (the MAP network's own
 # probabilities), 31 log-spaced values from 1e-3, and 1 (the Laplace posterior itself).
@@ -334,9 +342,9 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         return self._predict_proba_tensor(self._validate_for_predict(X)).numpy()
 
     def predict_log_proba(self, X):
-        """Logarithm of :meth:`predict_proba`."""
-        proba = self._predict_proba_tensor(self._validate_for_predict(X))
-        return torch.log(proba).numpy()
+        """Logarithm of :meth:`predict_proba`, computed in log space (finite far from the data)."""
+        mean, cov = self._glm_outputs(self._validate_for_predict(X))
+        return self._link_log_proba(mean, cov).numpy()
 
     def predict(self, X):
         """The class with the highest predictive probability.
@@ -494,6 +502,15 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         if self.link_approx == "bridge":
             return bridge_proba(mean, cov)
         return probit_proba(mean, cov)
+
+    def _link_log_proba(self, mean, cov):
+        """Log class probabilities from logits N(mean, cov), by the same link, in log space."""
+        if self.link_approx == "mc":
+            generator = torch.Generator().manual_seed(self._mc_seed)
+            return mc_log_proba(mean, cov, self.n_samples, generator)
+        if self.link_approx == "bridge":
+            return bridge_log_proba(mean, cov)
+        return probit_log_proba(mean, cov)
 
 
 def _entropy(p):

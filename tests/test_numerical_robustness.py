@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
+from sklearn.datasets import make_classification
 
 from skbnn import LaplaceMLPClassifier, LaplaceMLPRegressor
 from skbnn._evidence import (
@@ -356,3 +357,19 @@ def test_binary_bridge_is_the_two_class_bridge():
         cov = torch.full((4, 1, 1), variance, dtype=torch.float64)
         proba = bridge_proba(f, cov)
         assert_allclose(proba[:, 1].numpy(), torch.sigmoid(f[:, 0]).numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("link_approx", ["probit", "mc", "bridge"])
+def test_predict_log_proba_stays_finite_far_from_the_data(link_approx):
+    # Far from the data the smallest class probability underflows to 0; its log does not.
+    X, y = make_classification(
+        n_samples=90, n_features=4, n_informative=3, n_redundant=0, n_classes=3, random_state=0
+    )
+    clf = LaplaceMLPClassifier(
+        hidden_layer_sizes=(8,), max_iter=40, link_approx=link_approx, random_state=0
+    ).fit(X, y)
+    far = 1e6 * X[:10]
+    log_proba = clf.predict_log_proba(far)
+    assert np.isfinite(log_proba).all()
+    assert_allclose(np.exp(log_proba), clf.predict_proba(far), rtol=1e-9, atol=1e-300)
+    assert_allclose(clf.predict_log_proba(X), np.log(clf.predict_proba(X)), rtol=1e-10)
