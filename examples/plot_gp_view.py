@@ -104,6 +104,7 @@ def main():
     ax.set_yscale("log")
     ax.set_ylim(0.005, 30 * parts.total_std.max())
     ax.set_xlabel("x")
+    ax.set_ylabel("standard deviation (units of y)")
     ax.set_title("predictive std, split")
     ax.legend(fontsize=8, loc="upper center", ncol=2)
     fig.suptitle("The network as a Gaussian process (dotted lines and grey band: the gap)")

@@ -6,8 +6,9 @@ compare candidates: no held-out data and no refits. Here we choose ``hidden_laye
 LaplaceMLPRegressor on Friedman's #1 problem (10 inputs, 5 of them relevant, nonlinear) both ways:
 
 * by the evidence, fitting each candidate once on all training rows;
-* by 5-fold GridSearchCV, scoring the Gaussian log-likelihood of the held-out fold under the
-  predictive ``predict(X, return_std=True)`` (the same quantity we test on), plus the refit.
+* by 5-fold GridSearchCV with ``skbnn.metrics.log_likelihood_scorer``: the Gaussian
+  log-likelihood of the held-out fold under the predictive ``predict(X, return_std=True)`` (the
+  same quantity we test on), plus the refit.
 
 We print the time of each search, the candidate each one chose, and that candidate's test
 log-likelihood on 2000 fresh points; the figure shows all three scores per candidate.
@@ -28,17 +29,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skbnn import LaplaceMLPRegressor
-from skbnn.metrics import gaussian_log_likelihood
+from skbnn.metrics import gaussian_log_likelihood, log_likelihood_scorer
 
 SMOKE = os.environ.get("SKBNN_EXAMPLE_SMOKE", "") not in ("", "0")
 OUTPUT = Path(os.environ.get("SKBNN_EXAMPLE_OUTPUT") or Path(__file__).parent)
 CANDIDATES = [(), (5,), (50,)] if SMOKE else [(), (5,), (20,), (50,), (20, 20)]
-
-
-def gaussian_log_likelihood_scorer(estimator, X, y):
-    """Mean held-out log density under the predictive N(mean, std²); higher is better."""
-    mean, std = estimator.predict(X, return_std=True)
-    return gaussian_log_likelihood(y, mean, std)
 
 
 def main():
@@ -75,7 +70,7 @@ def main():
     search = GridSearchCV(
         model(()),
         {"laplacemlpregressor__hidden_layer_sizes": CANDIDATES},
-        scoring=gaussian_log_likelihood_scorer,
+        scoring=log_likelihood_scorer,
         cv=KFold(5, shuffle=True, random_state=0),
     ).fit(X, y)
     cv_seconds = time.perf_counter() - start
@@ -104,13 +99,19 @@ def main():
         (f"5-fold CV log-likelihood ({cv_seconds:.0f} s)", cv_score, cv_choice, "C1"),
         ("test log-likelihood (2000 new points)", test_ll, max(test_ll, key=test_ll.get), "C2"),
     ]
+    ylabels = [
+        "log evidence per row (nats)",
+        "mean held-out log-likelihood (nats)",
+        "mean test log-likelihood (nats)",
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, (title, scores, choice, color) in zip(axes, panels, strict=True):
+    for ax, (title, scores, choice, color), ylabel in zip(axes, panels, ylabels, strict=True):
         values = [scores[s] for s in CANDIDATES]
         ax.plot(labels, values, "o-", color=color, ms=8)
         ax.plot(str(choice), scores[choice], "o", ms=18, mfc="none", mec="k", mew=2)
         ax.set_title(title)
         ax.set_xlabel("hidden_layer_sizes")
+        ax.set_ylabel(ylabel)
     fig.suptitle("Model selection on Friedman #1 (ringed: each criterion's choice; test: the best)")
     fig.tight_layout()
     OUTPUT.mkdir(parents=True, exist_ok=True)

@@ -100,6 +100,8 @@ def main():
         ax.scatter(*X[y == 1].T, s=6, c="C2", edgecolors="none")
         ax.plot(*ring.T, "w:", lw=1)
         ax.set_title(title)
+        ax.set_xlabel("x₁")
+        ax.set_ylabel("x₂")
         ax.set_aspect("equal")
     fig.suptitle("Uncertainty away from the training data (dotted: the ring of the table)")
     fig.tight_layout()

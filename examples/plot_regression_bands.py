@@ -99,6 +99,7 @@ def main():
         ax.axvspan(-1.5, 1, color="0.9", zorder=0)
         ax.set_title(f"{name}: σ = {reg.sigma_noise_:.2f}, δ = {reg.prior_precision_:.2g}")
         ax.set_ylim(-5, 5)
+        ax.set_ylabel("y")
     # The sixth panel holds the legend.
     axes[1, 2].axis("off")
     axes[1, 2].legend(*axes[0, 0].get_legend_handles_labels(), loc="center", fontsize=11)
