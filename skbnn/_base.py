@@ -194,9 +194,13 @@ class BaseLaplaceMLP(BaseEstimator):
         the chunk's rows); nothing by default.
         """
 
+    def _log_likelihood_unit_shift(self):
+        """What to subtract from a per-row log-likelihood of the internal targets for y's units."""
+        return 0.0
+
     def _log_evidence_unit_shift(self, terms):
         """What to subtract from a log evidence of the internal targets to get it in y's units."""
-        return 0.0
+        return terms.n_data * self._log_likelihood_unit_shift()
 
     def _log_evidence(self, terms, hyper):
         """The Laplace log evidence at the current δ, c, in y's units."""
@@ -239,7 +243,8 @@ class BaseLaplaceMLP(BaseEstimator):
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
         _check_total_weight(sample_weight)
-        return X, y, sample_weight
+        # torch takes no negative strides: any numpy layout becomes one C-contiguous copy here.
+        return np.ascontiguousarray(X), np.ascontiguousarray(y), np.ascontiguousarray(sample_weight)
 
     def _training_tensors(self, X, targets, sample_weight):
         """X, targets and weights as tensors of the training dtype on the training device."""
@@ -327,6 +332,7 @@ class BaseLaplaceMLP(BaseEstimator):
                 early_stopping=self.early_stopping,
                 n_iter_no_change=self.n_iter_no_change,
                 verbose=self.verbose,
+                warn_convergence=True,
             ),
             prior_precision=lambda: hyper.prior_precision,
             generator=generator,
@@ -394,7 +400,10 @@ class BaseLaplaceMLP(BaseEstimator):
         self.n_iter_ = training.n_iter
         self.loss_curve_ = training.loss_curve
         if self.early_stopping:
-            self.validation_scores_ = training.validation_scores
+            # Mean validation log-likelihood per row, in y's units (higher is better).
+            shift = self._log_likelihood_unit_shift()
+            self.validation_scores_ = [score - shift for score in training.validation_scores]
+            self.best_validation_score_ = training.best_validation_score - shift
         self._mc_seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
         self._fit_predictive(*(t.cpu() for t in _as_float64(X_fit, y_fit, w_fit)))
         return self
@@ -626,7 +635,8 @@ class BaseLaplaceMLP(BaseEstimator):
 
     def _validate_for_predict(self, X):
         check_is_fitted(self)
-        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return np.ascontiguousarray(X)  # any numpy layout, as in fit
 
     def _glm_outputs(self, X):
         """Linearised outputs at X: means f (n, K) and covariances J Σ Jᵀ (n, K, K), float64."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -122,6 +123,8 @@ class TrainingConfig:
     n_iter_no_change: int = 10
     tol: float = 1e-4
     verbose: int = 0
+    # Warn (ConvergenceWarning) when max_iter ends training while the loss still improves.
+    warn_convergence: bool = False
 
 
 @dataclass
@@ -130,6 +133,8 @@ class TrainingResult:
     validation_scores: list[float] = field(default_factory=list)
     n_iter: int = 0
     interrupted: bool = False
+    # With validation: the highest mean validation log-likelihood, whose weights are restored.
+    best_validation_score: float | None = None
 
 
 class TrainingDivergedError(ValueError):
@@ -163,7 +168,10 @@ def train_map(
         Returns the current prior precision δ, one float or one per Linear layer (in order); it
         may change between epochs (online evidence).
     validation : tuple (X_val, y_val, w_val), optional
-        With ``config.early_stopping``, the weights of the best validation loss are restored.
+        With ``config.early_stopping``: after each epoch the validation score, the weighted mean
+        log-likelihood per row (higher is better), is recorded; training stops after
+        ``n_iter_no_change`` epochs without an improvement by more than ``tol`` (relative), and
+        the weights of the best score are restored.
     on_epoch_end : callable, optional
         Called with the 1-based epoch number after each epoch (used for online evidence steps).
     prior_penalty : callable, optional
@@ -192,7 +200,7 @@ def train_map(
         optimizer, T_max=config.max_iter * steps_per_epoch
     )
     result = TrainingResult()
-    best_state, best_score, epochs_without_improvement = None, math.inf, 0
+    best_state, best_score, epochs_without_improvement = None, -math.inf, 0
     full_batch = config.batch_size >= n_samples
     start = time.perf_counter()
     try:
@@ -233,13 +241,15 @@ def train_map(
             result.loss_curve.append(epoch_loss)
             result.n_iter = epoch
             if validation is not None:
-                score = _validation_loss(module, validation_loss_fn or loss_fn, *validation)
+                score = -_validation_loss(module, validation_loss_fn or loss_fn, *validation)
                 result.validation_scores.append(score)
-                if score < best_score - config.tol * abs(best_score):
-                    best_score, epochs_without_improvement = score, 0
+                # As scikit-learn's MLP: patience counts epochs without a gain of ``tol``, and
+                # the best weights are those of the highest score.
+                improved = _improves(score, best_score, config.tol)
+                epochs_without_improvement = 0 if improved else epochs_without_improvement + 1
+                if score > best_score:
+                    best_score = score
                     best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-                else:
-                    epochs_without_improvement += 1
             if config.verbose and (epoch == 1 or epoch % max(1, config.max_iter // 20) == 0):
                 elapsed = time.perf_counter() - start
                 print(
@@ -261,7 +271,31 @@ def train_map(
         result.interrupted = True
     if best_state is not None:
         module.load_state_dict(best_state)
+        result.best_validation_score = best_score
+    stopped_early = result.n_iter < config.max_iter or result.interrupted
+    if config.warn_convergence and not stopped_early and _still_improving(result, config):
+        warnings.warn(
+            f"Training stopped at max_iter={config.max_iter} epochs while the loss was still "
+            "improving; increase max_iter for weights closer to the MAP.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     return result
+
+
+def _improves(score: float, best: float, tol: float) -> bool:
+    """Whether ``score`` beats ``best`` by more than ``tol`` relative (anything beats −∞)."""
+    return best == -math.inf or score > best + tol * abs(best)
+
+
+def _still_improving(result: TrainingResult, config: TrainingConfig) -> bool:
+    """The last loss improves on every loss before the last ``n_iter_no_change`` epochs."""
+    curve = result.loss_curve
+    window = min(config.n_iter_no_change, len(curve) - 1)
+    if window < 1:
+        return False
+    earlier = min(curve[:-window])
+    return curve[-1] < earlier - config.tol * abs(earlier)
 
 
 def _validation_loss(module, loss_fn, X_val, y_val, w_val) -> float:

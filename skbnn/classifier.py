@@ -164,7 +164,11 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
     loss_curve_ : list of float
         Mean training objective per epoch.
     validation_scores_ : list of float
-        Validation loss per epoch (only with ``early_stopping=True``).
+        The validation score after each epoch, the weighted mean log-likelihood per held-out row
+        (higher is better; only with ``early_stopping=True``).
+    best_validation_score_ : float
+        The highest of ``validation_scores_``: the weights of that epoch are the ones restored
+        and fitted (only with ``early_stopping=True``).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)

@@ -28,6 +28,9 @@ from skbnn._mixture import mixture_cross_covariance, mixture_mean_and_variance
 # ensemble_size="auto": three networks raised the test log-likelihood of all five small UCI
 # sets; the largest (kin8nm, 7,373 rows) keeps one, as the fit time they triple grows with n.
 AUTO_ENSEMBLE_SIZE = 3
+# log_marginal_likelihood(sigma_noise=...): the noise relative to the fitted one, within which its
+# square and inverse square stay normal float64 numbers.
+EVIDENCE_NOISE_SCALE_RANGE = (1e-150, 1e150)
 AUTO_ENSEMBLE_MAX_ROWS = 2000
 
 
@@ -192,7 +195,11 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
     loss_curve_ : list of float
         Mean training objective per epoch.
     validation_scores_ : list of float
-        Validation loss per epoch (only with ``early_stopping=True``).
+        The validation score after each epoch, the weighted mean log-likelihood per held-out row
+        (higher is better; only with ``early_stopping=True``).
+    best_validation_score_ : float
+        The highest of ``validation_scores_``: the weights of that epoch are the ones restored
+        and fitted (only with ``early_stopping=True``).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -515,6 +522,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         K : ndarray of shape (n_samples_X, n_samples_Y), or
             (n_samples_X, n_samples_Y, n_targets, n_targets) for 2-D y.
         """
+        check_is_fitted(self)
         k = self._y_mean.shape[0]
         networks = self._networks()
         # (M, n_X, n_Y, k, l): each network's kernel between its outputs k at X and l at Y.
@@ -589,6 +597,14 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
                 )
             sigma_noise = _check_positive_finite(sigma_noise, "sigma_noise")
             c *= sigma_noise / float(np.atleast_1d(self.sigma_noise_)[0])
+            if not EVIDENCE_NOISE_SCALE_RANGE[0] < c < EVIDENCE_NOISE_SCALE_RANGE[1]:
+                # 1/σ² of the evidence would under- or overflow float64.
+                raise ValueError(
+                    f"sigma_noise={sigma_noise!r} is {c:.3g} times the fitted noise level; the "
+                    "evidence is representable in float64 only within "
+                    f"[{EVIDENCE_NOISE_SCALE_RANGE[0]:g}, {EVIDENCE_NOISE_SCALE_RANGE[1]:g}] "
+                    "times it."
+                )
         terms = self._evidence_terms
         return log_marginal_likelihood(terms, delta, c) - self._log_evidence_unit_shift(terms)
 
@@ -657,8 +673,8 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             self.sigma_noise_ = float(sigma[0]) if self._y_1d else sigma
         self.log_marginal_likelihood_value_ = self._log_evidence(terms, hyper)
 
-    def _log_evidence_unit_shift(self, terms):
-        return terms.n_data * float(np.log(self._y_scale).sum())
+    def _log_likelihood_unit_shift(self):
+        return float(np.log(self._y_scale).sum())
 
     # -- helpers -----------------------------------------------------------------------------------
 

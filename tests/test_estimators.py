@@ -10,6 +10,7 @@ import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.datasets import make_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -233,6 +234,36 @@ def test_early_stopping_keeps_the_best_validation_weights(regression_data):
     ).fit(X, y)
     assert len(reg.validation_scores_) == reg.n_iter_
     assert reg.n_iter_ < 500
+    scores = np.asarray(reg.validation_scores_)
+    assert reg.best_validation_score_ == scores.max()
+    best_epoch = int(np.argmax(scores))
+    # It stopped within n_iter_no_change epochs of the best one, whose weights it kept.
+    assert reg.n_iter_ - 1 - best_epoch <= 5
+
+
+def test_early_stopping_runs_on_while_the_validation_score_improves():
+    # A smooth task that keeps improving for many epochs: early stopping must not stop at epoch
+    # n_iter_no_change (the first epoch's score once compared as NaN and never improved).
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, size=(300, 2))
+    y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2 + 0.1 * rng.normal(size=300)
+    X_test = rng.uniform(-2, 2, size=(300, 2))
+    y_test = np.sin(2 * X_test[:, 0]) + X_test[:, 1] ** 2
+    params = dict(hidden_layer_sizes=(20,), max_iter=400, ensemble_size=1, random_state=0)
+    stopped = LaplaceMLPRegressor(early_stopping=True, n_iter_no_change=10, **params).fit(X, y)
+    full = LaplaceMLPRegressor(**params).fit(X, y)
+    assert stopped.n_iter_ > 3 * 10
+    assert stopped.best_validation_score_ == max(stopped.validation_scores_)
+    # Scores are log-likelihoods (higher is better): training raised them.
+    assert stopped.best_validation_score_ > stopped.validation_scores_[0] + 1.0
+    assert stopped.score(X_test, y_test) > full.score(X_test, y_test) - 0.05
+
+
+def test_too_few_iterations_raise_a_convergence_warning(regression_data):
+    with pytest.warns(ConvergenceWarning, match="max_iter=3"):
+        LaplaceMLPRegressor(max_iter=3, hidden_layer_sizes=(10,), random_state=0).fit(
+            *regression_data
+        )
 
 
 def test_verbose_prints_progress(regression_data, capsys):

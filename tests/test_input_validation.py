@@ -316,3 +316,51 @@ def test_return_std_with_return_cov_is_an_error(fitted):
     models, query = fitted
     with pytest.raises(RuntimeError, match="At most one of return_std or return_cov"):
         models["regressor"][0].predict(query, return_std=True, return_cov=True)
+
+
+def _layouts(X, tmp_path):
+    """The same rows in numpy layouts that torch cannot take without a copy."""
+    memmap = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", shape=X.shape)
+    memmap[:] = X
+    memmap.flush()
+    read_only = np.load(tmp_path / "X.npy", mmap_mode="r")
+    wide = np.zeros((X.shape[0], 2 * X.shape[1]))
+    wide[:, ::2] = X
+    return {
+        "negative-strides": X[::-1][::-1][::-1],
+        "fortran": np.asfortranarray(X[::-1]),
+        "column-slice": wide[:, ::2][::-1],
+        "read-only-memmap": read_only[::-1],
+    }
+
+
+@pytest.mark.parametrize("Estimator", [LaplaceMLPRegressor, LaplaceMLPClassifier])
+def test_any_numpy_layout_fits_and_predicts_as_a_contiguous_copy(Estimator, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(N, D))
+    y = (X[:, 0] > 0).astype(int) if Estimator is LaplaceMLPClassifier else X[:, 0]
+    params = FAST if Estimator is LaplaceMLPClassifier else {**FAST, "ensemble_size": 1}
+    reference = Estimator(**params).fit(np.ascontiguousarray(X[::-1]), y[::-1].copy())
+    methods = ["predict", "predict_uncertainty", "kernel"]
+    methods += ["predict_proba", "predict_log_proba"] if Estimator is LaplaceMLPClassifier else []
+    for name, X_layout in _layouts(X, tmp_path).items():
+        model = Estimator(**params).fit(X_layout, y[::-1])
+        for method in methods:
+            expected = getattr(reference, method)(np.ascontiguousarray(X[::-1]))
+            got = getattr(model, method)(X_layout)
+            if isinstance(expected, dict):
+                expected, got = (
+                    expected["mean" if "mean" in expected else "proba"],
+                    got["mean" if "mean" in got else "proba"],
+                )
+            assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=f"{name} {method}")
+
+
+def test_reversed_dataframe_rows_fit_and_predict():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(N, D)), columns=["a", "b", "c"])
+    target = frame["a"] * 2.0
+    model = LaplaceMLPRegressor(**FAST, ensemble_size=1).fit(frame.iloc[::-1], target.iloc[::-1])
+    mean, std = model.predict(frame.iloc[::-1], return_std=True)
+    assert np.isfinite(mean).all() and np.isfinite(std).all()

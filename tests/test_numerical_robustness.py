@@ -373,3 +373,18 @@ def test_predict_log_proba_stays_finite_far_from_the_data(link_approx):
     assert np.isfinite(log_proba).all()
     assert_allclose(np.exp(log_proba), clf.predict_proba(far), rtol=1e-9, atol=1e-300)
     assert_allclose(clf.predict_log_proba(X), np.log(clf.predict_proba(X)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("sigma_noise", [1e-300, 1e-160, 1e160, 1e300])
+def test_log_marginal_likelihood_refuses_unrepresentable_noise_levels(sigma_noise):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    y = X[:, 0] + 0.1 * rng.normal(size=40)
+    reg = LaplaceMLPRegressor(
+        hidden_layer_sizes=(5,), max_iter=20, ensemble_size=1, random_state=0
+    ).fit(X, y)
+    with pytest.raises(ValueError, match="sigma_noise"):
+        reg.log_marginal_likelihood(sigma_noise=sigma_noise)
+    # Extreme but representable arguments give a finite value.
+    assert np.isfinite(reg.log_marginal_likelihood(sigma_noise=1e-100, prior_precision=1e-300))
+    assert np.isfinite(reg.log_marginal_likelihood(sigma_noise=1e100, prior_precision=1e300))
