@@ -231,8 +231,8 @@ class PredictiveScorer:
     Notes
     -----
     Like scikit-learn's scorers, it receives ``sample_weight`` when routing is disabled (from
-    ``GridSearchCV.fit(..., sample_weight=w)``) and, with routing enabled, only after
-    ``set_score_request(sample_weight=True)``.
+    ``GridSearchCV.fit(..., sample_weight=w)``, scikit-learn ≥ 1.7) and, with routing enabled,
+    only after ``set_score_request(sample_weight=True)``.
     """
 
     def __init__(self, pointwise, name, classifier_pointwise=None):

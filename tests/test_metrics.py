@@ -12,6 +12,7 @@ from sklearn.metrics import get_scorer
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.fixes import parse_version
 
 from skbnn import LaplaceMLPClassifier, LaplaceMLPRegressor
 from skbnn.metrics import (
@@ -216,6 +217,10 @@ def test_sample_weight_reaches_the_scorer(data):
         log_likelihood_scorer.set_score_request(sample_weight=True)
 
 
+@pytest.mark.skipif(
+    parse_version(sklearn.__version__) < parse_version("1.7"),
+    reason="GridSearchCV forwards sample_weight to its scorers since scikit-learn 1.7",
+)
 def test_sample_weight_reaches_the_scorer_without_routing(data):
     # GridSearchCV forwards fit's sample_weight to scorers that accept it when routing is off.
     X, y = data
