@@ -9,7 +9,9 @@ stacked along a leading axis of length M.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from scipy.special import ndtr, ndtri
 
 
 def mixture_mean_and_variance(
@@ -32,3 +34,23 @@ def mixture_cross_covariance(
     deviations_y = means_y - means_y.mean(0)
     spread = torch.einsum("mak,mbl->abkl", deviations_x, deviations_y) / means_x.shape[0]
     return covariances.mean(0) + spread
+
+
+def mixture_quantile(
+    means: np.ndarray, stds: np.ndarray, probability: float, n_bisections: int = 80
+) -> np.ndarray:
+    """The ``probability`` quantile of the mixture (1/M) Σ_m N(means[m], stds[m]²), elementwise.
+
+    The mixture's CDF F(x) = (1/M) Σ_m Φ((x − μ_m)/σ_m) is increasing, and at the smallest of
+    the members' own quantiles μ_m + z σ_m every Φ is at most ``probability`` (at the largest, at
+    least), so bisection between them converges to the root of F(x) = probability; 80 halvings
+    take the bracket below float64 resolution.
+    """
+    z = ndtri(probability)
+    member_quantiles = means + z * stds
+    low, high = member_quantiles.min(0), member_quantiles.max(0)
+    for _ in range(n_bisections):
+        middle = 0.5 * (low + high)
+        below = ndtr((middle - means) / stds).mean(0) < probability
+        low, high = np.where(below, middle, low), np.where(below, high, middle)
+    return 0.5 * (low + high)
