@@ -144,7 +144,8 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         the ~6000 steps of ``max_iter="auto"``; raise it for much shorter runs.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data and restore the weights with the best
-        validation loss; stops after ``n_iter_no_change`` epochs without improvement.
+        validation score (``validation_scores_``); stops after ``n_iter_no_change`` epochs
+        without an improvement by more than a relative 1e-4.
     validation_fraction : float, default=0.1
         Fraction held out with ``early_stopping``.
     n_iter_no_change : int, default=50
