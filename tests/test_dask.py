@@ -67,12 +67,9 @@ def fitted_classifier():
     return clf.fit(X, y), rng.randn(25, 2)
 
 
-def test_incremental_linear_gaussian_equals_fit(client):
+def test_incremental_linear_gaussian_equals_fit(client, linear_data):
     """Incremental feeds the 10 blocks to partial_fit in order: sequential Laplace is exact."""
-    rng = np.random.RandomState(0)
-    X = rng.randn(60, 3)
-    y = X @ np.array([1.0, -2.0, 0.5]) + 0.7 + 0.3 * rng.randn(60)
-    X_test = rng.randn(7, 3) * 2
+    X, y, X_test = linear_data
     params = dict(
         hidden_layer_sizes=(),
         normalize_y=False,

@@ -25,15 +25,6 @@ from skbnn._evidence import (
 DELTA, SIGMA = 2.0, 0.4
 
 
-@pytest.fixture(scope="module")
-def linear_data():
-    rng = np.random.RandomState(0)
-    X = rng.randn(60, 3)
-    y = X @ np.array([1.0, -2.0, 0.5]) + 0.7 + 0.3 * rng.randn(60)
-    X_test = rng.randn(7, 3) * 2
-    return X, y, X_test
-
-
 def with_bias(X):
     return np.hstack([X, np.ones((X.shape[0], 1))])
 
@@ -259,13 +250,11 @@ def test_evidence_maximiser_is_a_stationary_point(gaussian):
         assert_allclose(c**2, terms.data_fit / (terms.n_data - gamma), rtol=1e-8)
 
 
-def test_logistic_regression_laplace_equals_numpy_newton_reference():
+def test_logistic_regression_laplace_equals_numpy_newton_reference(logistic_data):
     """One logit, no hidden layer: Bayesian logistic regression with MacKay's probit predictive."""
     from skbnn import LaplaceMLPClassifier
 
-    rng = np.random.RandomState(0)
-    X = rng.randn(100, 2)
-    y = (X @ np.array([1.5, -1.0]) + 0.3 + rng.logistic(size=100) > 0).astype(int)
+    X, y, X_test = logistic_data
     clf = LaplaceMLPClassifier(
         hidden_layer_sizes=(),
         prior_precision=DELTA,
@@ -287,7 +276,6 @@ def test_logistic_regression_laplace_equals_numpy_newton_reference():
 
     assert_allclose(clf.posterior_.mean.numpy(), w, atol=1e-5)
     assert_allclose(clf.posterior_.covariance().numpy(), covariance, atol=1e-5)
-    X_test = rng.randn(5, 2) * 3
     Phi_test = with_bias(X_test)
     m = Phi_test @ w
     v = np.einsum("ij,jk,ik->i", Phi_test, covariance, Phi_test)

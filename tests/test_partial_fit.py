@@ -8,14 +8,6 @@ from scipy.stats import norm
 from skbnn import LaplaceMLPClassifier, LaplaceMLPRegressor
 
 
-@pytest.fixture(scope="module")
-def linear_data():
-    rng = np.random.RandomState(0)
-    X = rng.randn(60, 3)
-    y = X @ np.array([1.0, -2.0, 0.5]) + 0.7 + 0.3 * rng.randn(60)
-    return X, y, rng.randn(7, 3) * 2
-
-
 @pytest.mark.parametrize("structure", ["full", "kron"])
 def test_linear_gaussian_partial_fit_equals_fit(linear_data, structure):
     X, y, X_test = linear_data

@@ -24,7 +24,7 @@ SHORT_TRAINING = dict(max_iter=15, learning_rate_init=0.01, random_state=0)
 
 
 @pytest.fixture(scope="module")
-def linear_data():
+def ridge_data():
     rng = np.random.RandomState(0)
     X = rng.randn(80, 3)
     y = X @ np.array([1.0, -2.0, 0.5]) + 0.7 + 0.3 * rng.randn(80)
@@ -52,8 +52,8 @@ def linear_regressor(steps, **params):
     )
 
 
-def test_refinement_reaches_the_ridge_solution(linear_data):
-    X, y = linear_data
+def test_refinement_reaches_the_ridge_solution(ridge_data):
+    X, y = ridge_data
     expected = ridge_map(X, y, DELTA, SIGMA)
     trained = linear_regressor(steps=0).fit(X, y).posterior_.mean.numpy()
     refined = linear_regressor(steps=20).fit(X, y).posterior_.mean.numpy()
@@ -61,10 +61,8 @@ def test_refinement_reaches_the_ridge_solution(linear_data):
     assert_allclose(refined, expected, rtol=1e-8, atol=1e-10)
 
 
-def test_refinement_reaches_the_logistic_regression_map():
-    rng = np.random.RandomState(0)
-    X = rng.randn(100, 2)
-    y = (X @ np.array([1.5, -1.0]) + 0.3 + rng.logistic(size=100) > 0).astype(int)
+def test_refinement_reaches_the_logistic_regression_map(logistic_data):
+    X, y, _ = logistic_data
 
     # Independent reference: Newton's method on the log posterior.
     Phi = np.hstack([X, np.ones((100, 1))])
@@ -182,8 +180,8 @@ def test_auto_steps_follow_the_training_length():
     assert LaplaceMLPClassifier()._map_refinement_steps(3000) == 0
 
 
-def test_early_stopping_keeps_its_validation_weights(linear_data):
-    X, y = linear_data
+def test_early_stopping_keeps_its_validation_weights(ridge_data):
+    X, y = ridge_data
     with_steps = linear_regressor(steps=20, early_stopping=True).fit(X, y)
     without = linear_regressor(steps=0, early_stopping=True).fit(X, y)
     assert_allclose(with_steps.posterior_.mean.numpy(), without.posterior_.mean.numpy(), rtol=0)

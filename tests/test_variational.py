@@ -11,14 +11,6 @@ from skbnn import LaplaceMLPClassifier, LaplaceMLPRegressor
 DELTA, SIGMA = 2.0, 0.4
 
 
-@pytest.fixture(scope="module")
-def linear_data():
-    rng = np.random.RandomState(0)
-    X = rng.randn(60, 3)
-    y = X @ np.array([1.0, -2.0, 0.5]) + 0.7 + 0.3 * rng.randn(60)
-    return X, y, rng.randn(7, 3) * 2
-
-
 def with_bias(X):
     return np.hstack([X, np.ones((X.shape[0], 1))])
 
