@@ -13,8 +13,8 @@ Everything runs in one process, side by side, so the ratios hold even on a busy 
    ``--joint-time-budget`` seconds and extrapolated past it) and
    ``la(x, pred_type="glm")`` — and skbnn does the same post-hoc steps with its internals
    (``fit_curvature`` + ``EvidenceTerms``, ``maximize_log_marginal_likelihood`` over δ and σ,
-   ``LaplacePosterior`` + ``glm_outputs``, what ``predict`` runs). Both log marginal likelihoods are
-   evaluated at the same (δ, σ).
+   ``GaussianPosterior`` + ``glm_outputs``, what ``predict`` runs). Both log marginal likelihoods
+   are evaluated at the same (δ, σ).
 2. **The issue's bar.** A whole skbnn fit (5 training epochs, curvature, evidence tuning of δ and
    σ; ``evidence_tuning="posthoc"``) against laplace-torch's fit + ``optimize_prior_precision``
    on the trained network of part 1, for the full and the kron GGN.
@@ -66,8 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_section
 
 from skbnn import LaplaceMLPRegressor
-from skbnn._base import glm_outputs
-from skbnn._curvature import fit_curvature, spectrum
+from skbnn._curvature import fit_curvature
 from skbnn._evidence import (
     EvidenceTerms,
     log_marginal_likelihood,
@@ -75,7 +74,8 @@ from skbnn._evidence import (
 )
 from skbnn._likelihoods import GaussianLikelihood
 from skbnn._network import flat_parameters, last_layer_parameter_names
-from skbnn._posterior import LaplacePosterior
+from skbnn._posterior import GaussianPosterior
+from skbnn._predictive import glm_outputs
 
 N_FEATURES = 8
 HIDDEN = (50, 50)
@@ -143,7 +143,7 @@ def skbnn_curvature(module, X, y, structure, subset):
     with torch.no_grad():
         data_fit = float(likelihood.data_fit(module(X), y).sum())
     terms = EvidenceTerms(
-        eigenvalues=spectrum(curvature).cpu().numpy(),
+        eigenvalues=curvature.spectrum().cpu().numpy(),
         map_norm_sq=float(flat_parameters(module, names).square().sum()),
         n_data=float(X.shape[0]),
         n_outputs=1,
@@ -177,7 +177,7 @@ def separate_bias_lml(curvature, terms, delta, sigma):
 
 def skbnn_predict(module, names, curvature, delta, sigma, X):
     """GLM predictive mean and variance J Σ Jᵀ of the function, as the estimator's predict does."""
-    posterior = LaplacePosterior(
+    posterior = GaussianPosterior(
         mean=flat_parameters(module, names),
         curvature=curvature,
         prior_precision=delta,

@@ -5,9 +5,10 @@
 predict with the linearised (GLM) predictive.
 """
 
+from skbnn._training import TrainingDivergedError
 from skbnn.classifier import LaplaceMLPClassifier
 from skbnn.regressor import LaplaceMLPRegressor
 
 __version__ = "0.1.0"
 
-__all__ = ["LaplaceMLPClassifier", "LaplaceMLPRegressor", "__version__"]
+__all__ = ["LaplaceMLPClassifier", "LaplaceMLPRegressor", "TrainingDivergedError", "__version__"]

@@ -15,14 +15,19 @@ products with V. The evidence code (:mod:`skbnn._evidence`) and the posterior
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from skbnn._jacobians import jacobian_batch_size, jacobians
-from skbnn._kron import KronCurvature, fit_kron_curvature, pool_kron_curvatures
+from skbnn._curvature_base import Curvature
+from skbnn._jacobians import jacobian_blocks
+from skbnn._kron import fit_kron_curvature
+
+# A dense GGN is refused before training when its matrices would exceed this share of the RAM.
+FULL_GGN_MAX_MEMORY_FRACTION = 0.5
 
 
 def ggn_factor_blocks(
@@ -38,17 +43,10 @@ def ggn_factor_blocks(
     ``module`` must already be in float64; X and weights on the module's device. ``hessian_sqrt``
     (n_samples, K, C), when given, replaces the likelihood's L_n (GGN-VI's E_q[Λ_n]^{1/2}).
     """
-    n_params = sum(dict(module.named_parameters())[name].numel() for name in param_names)
-    n_outputs = module(X[:1]).shape[-1]
-    step = jacobian_batch_size(n_outputs, n_params)
-    for begin in range(0, X.shape[0], step):
-        f, J = jacobians(module, X[begin : begin + step], param_names)
-        if hessian_sqrt is None:
-            L = likelihood.output_hessian_sqrt(f)
-        else:
-            L = hessian_sqrt[begin : begin + step]
-        M = torch.einsum("bkc,bkp->bcp", L, J) * weights[begin : begin + step, None, None].sqrt()
-        yield M.reshape(-1, n_params)
+    for rows, f, J in jacobian_blocks(module, X, param_names):
+        L = likelihood.output_hessian_sqrt(f) if hessian_sqrt is None else hessian_sqrt[rows]
+        M = torch.einsum("bkc,bkp->bcp", L, J) * weights[rows, None, None].sqrt()
+        yield M.reshape(-1, J.shape[-1])
 
 
 def ggn_matrix(
@@ -70,7 +68,7 @@ def ggn_matrix(
 
 
 @dataclass
-class FullCurvature:
+class FullCurvature(Curvature):
     """A dense GGN G = V diag(λ) Vᵀ with V of shape (P, r), r ≤ P orthonormal columns.
 
     When r < P (fewer data rows times outputs than parameters) the other P − r eigenvalues are zero:
@@ -106,8 +104,9 @@ class FullCurvature:
     def to(self, device) -> FullCurvature:
         return FullCurvature(self.eigenvalues.to(device), self.eigenvectors.to(device))
 
-    def cpu(self) -> FullCurvature:
-        return self.to("cpu")
+    def accumulate(self, update, weight, update_weight) -> FullCurvature:
+        """G₁ + G₂, exactly (the weights of the data sets do not matter)."""
+        return FullCurvature.from_matrix(self.dense() + update.dense())
 
     def to_eigenbasis(self, J: torch.Tensor) -> torch.Tensor:
         """Coordinates of rows of J (..., P) along the eigenvectors: J V, shape (..., r)."""
@@ -123,7 +122,7 @@ class FullCurvature:
 
 
 @dataclass
-class DiagCurvature:
+class DiagCurvature(Curvature):
     """A diagonal GGN: the eigenbasis is the parameter basis itself."""
 
     eigenvalues: torch.Tensor  # (P,)
@@ -141,8 +140,9 @@ class DiagCurvature:
     def to(self, device) -> DiagCurvature:
         return DiagCurvature(self.eigenvalues.to(device))
 
-    def cpu(self) -> DiagCurvature:
-        return self.to("cpu")
+    def accumulate(self, update, weight, update_weight) -> DiagCurvature:
+        """diag(G₁) + diag(G₂), exactly."""
+        return DiagCurvature.from_diagonal(self.eigenvalues + update.eigenvalues)
 
     def to_eigenbasis(self, J: torch.Tensor) -> torch.Tensor:
         return J
@@ -153,11 +153,13 @@ class DiagCurvature:
     def dense(self) -> torch.Tensor:
         return torch.diag(self.eigenvalues)
 
-
-def spectrum(curvature: FullCurvature | DiagCurvature) -> torch.Tensor:
-    """All P eigenvalues of the GGN, including the zeros outside a low-rank eigenbasis."""
-    missing = curvature.n_params - curvature.eigenvalues.shape[0]
-    return torch.cat([curvature.eigenvalues, curvature.eigenvalues.new_zeros(missing)])
+    def cavity_covariance(self, posterior, J, L, unit) -> torch.Tensor:
+        """J diag(1 / (p − u d_i)) Jᵀ, with d_i the diagonal of the row's GGN J_iᵀ L Lᵀ J_i: the
+        diagonal GGN is Σ_i diag(J_iᵀ Λ_i J_i), so the row's share is its diagonal."""
+        share = torch.einsum("nkc,nkp->ncp", L, J).square().sum(1) / posterior.noise_scale**2
+        precision = posterior.precision_eigenvalues.to(J) - unit[:, None] * share
+        floor = posterior.prior_precision_vector.to(J)  # the prior's part is never removed
+        return torch.einsum("nkp,np,nlp->nkl", J, 1.0 / torch.maximum(precision, floor), J)
 
 
 def fit_curvature(
@@ -168,7 +170,7 @@ def fit_curvature(
     param_names: Sequence[str],
     structure: str,
     hessian_sqrt: torch.Tensor | None = None,
-) -> FullCurvature | DiagCurvature | KronCurvature:
+) -> Curvature:
     """Accumulate the GGN of ``structure`` ("full", "kron" or "diag") and decompose it."""
     if structure == "diag":
         return DiagCurvature.from_diagonal(
@@ -197,20 +199,28 @@ def fit_curvature(
     )
 
 
-def accumulate_curvature(
-    previous: FullCurvature | DiagCurvature | KronCurvature,
-    update: FullCurvature | DiagCurvature | KronCurvature,
-    previous_weight: float,
-    update_weight: float,
-) -> FullCurvature | DiagCurvature | KronCurvature:
-    """The GGN of the union of two data sets, from the GGNs of each (sequential Laplace).
+def check_structure(structure: str, n_params: int, layerwise: bool) -> None:
+    """A dense GGN neither mixes with a layerwise prior nor may exceed the machine's memory."""
+    if structure != "full":
+        return
+    if layerwise:
+        raise ValueError(
+            "prior_structure='layerwise' needs a GGN that does not mix layers: use "
+            "hessian_structure='kron', 'diag' or 'auto' (which then picks 'kron')."
+        )
+    needed = 2 * 8 * n_params**2  # the GGN and its eigenvectors, float64
+    available = _physical_memory_bytes() * FULL_GGN_MAX_MEMORY_FRACTION
+    if needed > available:
+        raise ValueError(
+            f"hessian_structure='full' needs {needed / 2**30:.1f} GiB for the "
+            f"{n_params}×{n_params} GGN of this network, more than "
+            f"{available / 2**30:.1f} GiB available; use hessian_structure='kron' or "
+            "'diag', or subset_of_weights='last_layer'."
+        )
 
-    Full and diagonal GGNs add exactly. A sum of Kronecker products is not one: as laplace-torch
-    does for online KFAC, the output factors G add and the input factors A (means over the data)
-    are pooled by the data weights, (N₁A₁ + N₂A₂)/(N₁ + N₂), which is exact when A₁ = A₂.
-    """
-    if isinstance(previous, DiagCurvature):
-        return DiagCurvature.from_diagonal(previous.eigenvalues + update.eigenvalues)
-    if isinstance(previous, KronCurvature):
-        return pool_kron_curvatures(previous, update, previous_weight, update_weight)
-    return FullCurvature.from_matrix(previous.dense() + update.dense())
+
+def _physical_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a modest machine
+        return 8 * 2**30

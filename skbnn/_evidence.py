@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skbnn._likelihoods import gaussian_log_normalizer
+
 # Search box for the hyperparameters (natural units, log-space optimisation).
 PRIOR_PRECISION_BOUNDS = (1e-8, 1e8)
 NOISE_SCALE_BOUNDS = (1e-6, 1e6)
@@ -76,20 +78,12 @@ def _log_prior_terms(terms: EvidenceTerms, prior_precision):
     )
 
 
-def effective_n_parameters(terms: EvidenceTerms, prior_precision, noise_scale=1.0) -> float:
-    """γ = Σ sλ/(sλ + δ), the number of parameters determined by the data."""
-    scaled = terms.eigenvalues / noise_scale**2
-    return float(np.sum(scaled / (scaled + _per_eigenvalue(terms, prior_precision))))
-
-
 def log_marginal_likelihood(terms: EvidenceTerms, prior_precision, noise_scale=1.0) -> float:
     """The Laplace evidence log Z(δ, c) of the module docstring (δ scalar or per layer)."""
     delta, c = _per_eigenvalue(terms, prior_precision), float(noise_scale)
     if terms.gaussian:
-        n, k = terms.n_data, terms.n_outputs
-        log_likelihood = -terms.data_fit / (2 * c**2) - n * (
-            k * math.log(c) + terms.log_noise_ref + 0.5 * k * math.log(2 * math.pi)
-        )
+        log_norm = gaussian_log_normalizer(terms.n_outputs, c, terms.log_noise_ref)
+        log_likelihood = -terms.data_fit / (2 * c**2) - terms.n_data * log_norm
     else:
         log_likelihood = -terms.data_fit
     log_det_precision = np.sum(np.log(terms.eigenvalues / c**2 + delta))
@@ -196,16 +190,7 @@ def maximize_log_marginal_likelihood(
         step[idx] = _ascent_direction(
             hessian[np.ix_(idx, idx)], gradient[idx], (upper - lower)[idx]
         )
-        t = 1.0
-        while True:
-            candidate = np.where(free, np.clip(x + t * step, lower, upper), x)
-            new = value(candidate)
-            if new >= current - 1e-12 * abs(current):
-                break
-            if t < 1e-10:  # no ascent left at round-off level: stay where we are
-                candidate, new = x, current
-                break
-            t *= 0.5
+        candidate, new = _backtrack(value, x, current, step, free, (lower, upper))
         moved = np.max(np.abs(candidate - x))
         x, current = candidate, new
         if moved < 1e-13:
@@ -214,8 +199,22 @@ def maximize_log_marginal_likelihood(
     if not tune_delta:
         delta = prior_precision
     if not free[-1]:
-        c = x_fixed_noise(noise_scale, init)
+        c = init[1] if noise_scale is None else noise_scale
     return delta, c, log_marginal_likelihood(terms, delta, c)
+
+
+def _backtrack(value, x, current, step, free, bounds):
+    """Halve the step from x until log Z does not drop (beyond round-off); x itself if none."""
+    lower, upper = bounds
+    t = 1.0
+    while True:
+        candidate = np.where(free, np.clip(x + t * step, lower, upper), x)
+        new = value(candidate)
+        if new >= current - 1e-12 * abs(current):
+            return candidate, new
+        if t < 1e-10:  # no ascent left at round-off level: stay where we are
+            return x, current
+        t *= 0.5
 
 
 def _ascent_direction(hessian: np.ndarray, gradient: np.ndarray, box_width: np.ndarray):
@@ -235,8 +234,3 @@ def _ascent_direction(hessian: np.ndarray, gradient: np.ndarray, box_width: np.n
             step = newton
     # Nothing useful lies beyond the box, and the backtracking starts from a step that stays in it.
     return step * min(1.0, float(np.min(box_width / np.maximum(np.abs(step), 1e-300))))
-
-
-def x_fixed_noise(noise_scale, init):
-    """The noise scale when it is not optimised: the fixed value, else the initial one."""
-    return init[1] if noise_scale is None else noise_scale

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -36,3 +36,16 @@ def jacobians(
 def jacobian_batch_size(n_outputs: int, n_params: int) -> int:
     """Rows per Jacobian block so that one block stays near 32 MiB."""
     return max(1, _JACOBIAN_BLOCK_ELEMENTS // max(1, n_outputs * n_params))
+
+
+def jacobian_blocks(
+    module: nn.Module, X: torch.Tensor, param_names: Sequence[str]
+) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    """Yield (rows, f, J): :func:`jacobians` of X[rows] for consecutive blocks of rows of X, each
+    block's J near 32 MiB."""
+    n_params = sum(dict(module.named_parameters())[name].numel() for name in param_names)
+    n_outputs = module(X[:1]).shape[-1]
+    step = jacobian_batch_size(n_outputs, n_params)
+    for begin in range(0, X.shape[0], step):
+        rows = slice(begin, begin + step)
+        yield (rows, *jacobians(module, X[rows], param_names))

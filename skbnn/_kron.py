@@ -43,11 +43,13 @@ from torch import nn
 from torch.func import jacrev, vmap
 from torch.nn import functional as F
 
+from skbnn._curvature_base import Curvature
 from skbnn._jacobians import jacobian_batch_size
+from skbnn._loo import output_curvature_and_gradient
 
 
 @dataclass
-class KronCurvature:
+class KronCurvature(Curvature):
     """A block-diagonal GGN ⊕_l G_l ⊗ A_l, one block per Linear layer, from the factors' eigh.
 
     The parameter vector is, layer after layer, W_l flattened row-major then b_l; the Kronecker
@@ -74,8 +76,44 @@ class KronCurvature:
             )
         )
 
-    def cpu(self) -> KronCurvature:
-        return self.to("cpu")
+    def accumulate(self, update, weight, update_weight) -> KronCurvature:
+        """Online KFAC (as laplace-torch): a sum of Kronecker products is not one, so the output
+        factors G add and the input factors A (means over the data) are pooled by the data
+        weights, (N₁A₁ + N₂A₂)/(N₁ + N₂), which is exact when A₁ = A₂."""
+        return pool_kron_curvatures(self, update, weight, update_weight)
+
+    def glm_outputs(self, module, posterior, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rank-one layer form of :func:`kron_glm_outputs`: no (n, K, P) Jacobian."""
+        return kron_glm_outputs(module, X, posterior)
+
+    def loo_cavities(self, module, posterior, likelihood, X, y, unit):
+        """KFAC's share of row i in layer l is u G_{l,i} ⊗ A_l, with G_{l,i} = D_iᵀ Λ_i D_i and
+        D_i = ∂f_i/∂s_l (A_l is a mean over rows, G_l a sum), so the cavity layer block is
+        (G_l − u G_{l,i}) ⊗ A_l + δ_l I: one small eigendecomposition per row and layer."""
+        layer_indices = kron_layer_indices(module, posterior.param_names)
+        output_factors, _ = self.factors()
+        sizes = [Q_G.shape[0] * Q_A.shape[0] for Q_G, Q_A in self._eigenvector_pairs()]
+        deltas = posterior.prior_precision_vector.split(sizes)
+        scale = posterior.noise_scale**-2
+        means, covs = [], []
+        for begin, (backprops, f, inputs) in layer_backprops(module, layer_indices, X):
+            rows = slice(begin, begin + f.shape[0])
+            L, g = output_curvature_and_gradient(likelihood, f, y[rows])
+            cov = f.new_zeros(f.shape[0], f.shape[1], f.shape[1])
+            for layer, (D, a) in enumerate(zip(backprops, inputs, strict=True)):
+                DL = D.mT @ L  # (n, out, C): the row's output factor is DL DLᵀ
+                remaining = output_factors[layer].to(D) - unit[rows, None, None] * (DL @ DL.mT)
+                lam, Q = torch.linalg.eigh(0.5 * (remaining + remaining.mT))
+                nu = self.input_eigenvalues[layer].to(D)
+                precision = scale * lam.clamp_min(0.0)[:, :, None] * nu + deltas[layer][0]
+                input_vectors = self.input_eigenvectors[layer].to(D)
+                cov = cov + kron_layer_covariance(D, a, Q, input_vectors, 1.0 / precision)
+            means.append(f - unit[rows, None] * (cov @ g.unsqueeze(-1)).squeeze(-1))
+            covs.append(cov)
+        return torch.cat(means).detach(), torch.cat(covs).detach()
+
+    def _eigenvector_pairs(self):
+        return zip(self.output_eigenvectors, self.input_eigenvectors, strict=True)
 
     @classmethod
     def from_factors(

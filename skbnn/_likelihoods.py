@@ -19,6 +19,13 @@ import torch
 from torch.nn import functional as F
 
 
+def gaussian_log_normalizer(n_outputs: int, noise_scale: float, log_noise_ref: float) -> float:
+    """log of the Gaussian normaliser per row, K log c + Σ_k log σ_k + (K/2) log 2π."""
+    return (
+        n_outputs * math.log(noise_scale) + log_noise_ref + 0.5 * n_outputs * math.log(2 * math.pi)
+    )
+
+
 class GaussianLikelihood:
     """Independent Gaussian noise per output with standard deviations ``noise_std`` (K,)."""
 
@@ -35,8 +42,7 @@ class GaussianLikelihood:
         self, f: torch.Tensor, y: torch.Tensor, noise_scale: float = 1.0
     ) -> torch.Tensor:
         """Per-sample −log p(y | f) with noise std ``noise_scale * noise_std``, shape (batch,)."""
-        k = f.shape[-1]
-        log_norm = k * math.log(noise_scale) + self.log_noise_ref + 0.5 * k * math.log(2 * math.pi)
+        log_norm = gaussian_log_normalizer(f.shape[-1], noise_scale, self.log_noise_ref)
         return 0.5 * self.data_fit(f, y) / noise_scale**2 + log_norm
 
     def data_fit(self, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

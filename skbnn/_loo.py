@@ -29,9 +29,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from skbnn._jacobians import jacobian_batch_size, jacobians
-from skbnn._kron import kron_layer_covariance, kron_layer_indices, layer_backprops
-
 # Floor of the eigenvalues of I − u Lᵀ V L: round-off (or a low-rank GGN) may push them to 0.
 _MIN_CAVITY_EIGENVALUE = 1e-10
 # Rows per call of the link when scoring the cavities.
@@ -49,25 +46,11 @@ def loo_logits(
     """Cavity means (n, K) and covariances (n, K, K) of the linearised logits of each training row.
 
     ``posterior`` is a Laplace posterior at the module's weights, fitted to (X, y, weights), all
-    float64 and on the module's device.
+    float64 and on the module's device. Each curvature removes the row's share of itself
+    (:meth:`skbnn._curvature_base.Curvature.loo_cavities`).
     """
     unit = weights.clamp(max=1.0)
-    if posterior.structure == "kron":
-        return _kron_cavities(module, posterior, likelihood, X, y, unit)
-    n_outputs = module[-1].out_features
-    step = jacobian_batch_size(n_outputs, posterior.n_params)
-    means, covs = [], []
-    for begin in range(0, X.shape[0], step):
-        rows = slice(begin, begin + step)
-        f, J = jacobians(module, X[rows], posterior.param_names)
-        L, g = output_curvature_and_gradient(likelihood, f, y[rows])
-        if posterior.structure == "diag":
-            cov = _diag_cavity_covariance(posterior, J, L, unit[rows])
-        else:
-            cov = woodbury_cavity_covariance(posterior.functional_covariance(J), L, unit[rows])
-        means.append(f - unit[rows, None] * (cov @ g.unsqueeze(-1)).squeeze(-1))
-        covs.append(cov)
-    return torch.cat(means), torch.cat(covs)
+    return posterior.curvature.loo_cavities(module, posterior, likelihood, X, y, unit)
 
 
 def output_curvature_and_gradient(
@@ -90,42 +73,6 @@ def woodbury_cavity_covariance(V: torch.Tensor, L: torch.Tensor, unit: torch.Ten
     inverse = (vectors / values.clamp_min(_MIN_CAVITY_EIGENVALUE).unsqueeze(-2)) @ vectors.mT
     cov = V + unit[:, None, None] * (VL @ inverse @ VL.mT)
     return 0.5 * (cov + cov.mT)
-
-
-def _diag_cavity_covariance(posterior, J, L, unit):
-    """J diag(1 / (p − u d_i)) Jᵀ, with d_i the diagonal of the row's GGN J_iᵀ L Lᵀ J_i."""
-    share = torch.einsum("nkc,nkp->ncp", L, J).square().sum(1) / posterior.noise_scale**2
-    precision = posterior.precision_eigenvalues.to(J) - unit[:, None] * share
-    floor = posterior.prior_precision_vector.to(J)  # the prior's part is never removed
-    return torch.einsum("nkp,np,nlp->nkl", J, 1.0 / torch.maximum(precision, floor), J)
-
-
-def _kron_cavities(module, posterior, likelihood, X, y, unit):
-    """Cavities of a KFAC posterior: per row and layer, (G_l − u G_{l,i}) ⊗ A_l + δ_l I."""
-    curvature = posterior.curvature
-    layer_indices = kron_layer_indices(module, posterior.param_names)
-    output_factors, _ = curvature.factors()
-    factors = zip(curvature.output_eigenvectors, curvature.input_eigenvectors, strict=True)
-    deltas = posterior.prior_precision_vector.split(
-        [Q_G.shape[0] * Q_A.shape[0] for Q_G, Q_A in factors]
-    )
-    scale = posterior.noise_scale**-2
-    means, covs = [], []
-    for begin, (backprops, f, inputs) in layer_backprops(module, layer_indices, X):
-        rows = slice(begin, begin + f.shape[0])
-        L, g = output_curvature_and_gradient(likelihood, f, y[rows])
-        cov = f.new_zeros(f.shape[0], f.shape[1], f.shape[1])
-        for layer, (D, a) in enumerate(zip(backprops, inputs, strict=True)):
-            DL = D.mT @ L  # (n, out, C): the row's output factor is DL DLᵀ
-            remaining = output_factors[layer].to(D) - unit[rows, None, None] * (DL @ DL.mT)
-            lam, Q = torch.linalg.eigh(0.5 * (remaining + remaining.mT))
-            nu = curvature.input_eigenvalues[layer].to(D)
-            precision = scale * lam.clamp_min(0.0)[:, :, None] * nu + deltas[layer][0]
-            input_vectors = curvature.input_eigenvectors[layer].to(D)
-            cov = cov + kron_layer_covariance(D, a, Q, input_vectors, 1.0 / precision)
-        means.append(f - unit[rows, None] * (cov @ g.unsqueeze(-1)).squeeze(-1))
-        covs.append(cov)
-    return torch.cat(means).detach(), torch.cat(covs).detach()
 
 
 def loo_log_likelihood(

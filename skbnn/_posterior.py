@@ -17,20 +17,19 @@ from dataclasses import dataclass
 
 import torch
 
-from skbnn._curvature import DiagCurvature, FullCurvature
-from skbnn._kron import KronCurvature
+from skbnn._curvature_base import Curvature
 
 
 @dataclass
-class LaplacePosterior:
+class GaussianPosterior:
     """Posterior over the parameters named ``param_names`` of the fitted module.
 
     Attributes
     ----------
     mean : tensor of shape (P,)
         The MAP weights θ*.
-    curvature : FullCurvature or DiagCurvature
-        The GGN at reference noise, in its eigenbasis.
+    curvature : Curvature
+        The GGN at reference noise, in its eigenbasis (full, KFAC or diagonal).
     prior_precision : float or ndarray of shape (n_layers,)
         δ, the precision of the Gaussian prior: one value, or one per layer (``layer_sizes``).
     noise_scale : float
@@ -46,7 +45,7 @@ class LaplacePosterior:
     """
 
     mean: torch.Tensor
-    curvature: FullCurvature | DiagCurvature | KronCurvature
+    curvature: Curvature
     prior_precision: float
     noise_scale: float
     param_names: list[str]

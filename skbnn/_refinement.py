@@ -23,7 +23,7 @@ import torch
 from torch.func import functional_call
 
 from skbnn._network import row_blocks, unflatten_parameters
-from skbnn._posterior import LaplacePosterior
+from skbnn._posterior import GaussianPosterior
 
 
 def regularized_loss(
@@ -32,7 +32,7 @@ def regularized_loss(
     X: torch.Tensor,
     y: torch.Tensor,
     weights: torch.Tensor,
-    posterior: LaplacePosterior,
+    posterior: GaussianPosterior,
     theta: torch.Tensor,
     *,
     gradient: bool = False,
@@ -60,7 +60,7 @@ def regularized_loss(
 
 
 def damped_newton_step(
-    posterior: LaplacePosterior, gradient: torch.Tensor, damping: float
+    posterior: GaussianPosterior, gradient: torch.Tensor, damping: float
 ) -> torch.Tensor:
     """(G/c² + Λ₀ + λI)⁻¹ ∇L: the posterior's covariance with δ raised by the damping λ."""
     damped = replace(posterior, prior_precision=posterior.prior_precision + damping)

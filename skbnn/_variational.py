@@ -29,7 +29,7 @@ features, which were trained on the same targets, interpolate them when P ≳ N,
 the linear convergence rate of EM (Antorán et al. 2022 discuss this pitfall of the linearised
 evidence). The reported ELBO is that of the returned q at those hyperparameters.
 
-Why this route (ALGORITHMS.md §4): it reuses the Laplace machinery, is deterministic, and has exact
+Why this route: it reuses the Laplace machinery, is deterministic, and has exact
 tests — for a Gaussian likelihood the GLM is linear-Gaussian, so q* is the exact GLM posterior
 (Laplace-GGN at the GLM's MAP) and the optimal ELBO is the exact log evidence. For classification
 it genuinely differs from Laplace: it averages the curvature over q instead of taking it at θ*,
@@ -43,7 +43,6 @@ JMLR; Opper & Archambeau (2009), Neural Computation.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -52,9 +51,10 @@ from torch.nn import functional as F
 
 from skbnn._curvature import fit_curvature
 from skbnn._evidence import PRIOR_PRECISION_BOUNDS
-from skbnn._jacobians import jacobian_batch_size, jacobians
+from skbnn._jacobians import jacobian_blocks
+from skbnn._likelihoods import gaussian_log_normalizer
 from skbnn._network import row_blocks
-from skbnn._posterior import LaplacePosterior
+from skbnn._posterior import GaussianPosterior
 
 # Quadrature nodes for one logit and Monte Carlo draws for several.
 GAUSS_HERMITE_NODES = 32
@@ -82,7 +82,7 @@ class _PassStatistics:
     hessian_sqrt: torch.Tensor  # E_q[Λ_n]^{1/2} per row
 
 
-def kl_divergence(posterior: LaplacePosterior) -> float:
+def kl_divergence(posterior: GaussianPosterior) -> float:
     """KL(N(μ, Σ) ‖ N(0, P₀⁻¹)) = ½ (tr P₀Σ + μᵀP₀μ − P − log|P₀| + log|Σ⁻¹|), P₀ = diag(δ)."""
     delta = posterior.prior_precision_vector.to(posterior.mean)
     return 0.5 * (
@@ -94,7 +94,7 @@ def kl_divergence(posterior: LaplacePosterior) -> float:
     )
 
 
-def _prior_weighted_variances(posterior: LaplacePosterior) -> torch.Tensor:
+def _prior_weighted_variances(posterior: GaussianPosterior) -> torch.Tensor:
     """δ/(sλ + δ) per eigen-direction, and 1 for each direction outside a low-rank basis.
 
     Their sum is tr(P₀Σ); per layer block (kron, diag) the sum over the block is δ_l tr Σ_ll.
@@ -105,7 +105,7 @@ def _prior_weighted_variances(posterior: LaplacePosterior) -> torch.Tensor:
     return torch.cat([ratios, ratios.new_ones(missing)])
 
 
-def layer_traces(posterior: LaplacePosterior) -> torch.Tensor:
+def layer_traces(posterior: GaussianPosterior) -> torch.Tensor:
     """tr Σ_ll per layer for a per-layer δ, else tr Σ as a one-element tensor."""
     variances = _prior_weighted_variances(posterior) / posterior.prior_precision_vector.to(
         posterior.mean
@@ -121,14 +121,14 @@ def fit_glm_vi(
     X: torch.Tensor,
     y: torch.Tensor,
     weights: torch.Tensor,
-    laplace: LaplacePosterior,
+    laplace: GaussianPosterior,
     structure: str,
     *,
     tune_prior: bool,
     generator: torch.Generator,
     max_iter: int = 100,
     tol: float = 1e-10,
-) -> tuple[LaplacePosterior, ElboParts, list[float]]:
+) -> tuple[GaussianPosterior, ElboParts, list[float]]:
     """Maximise the ELBO of the GLM at ``module``'s weights, starting from the Laplace posterior.
 
     ``module``, X, y and weights are float64 on one device; ``laplace`` covers ``param_names`` of
@@ -189,9 +189,8 @@ def _fit_gaussian_glm_vi(module, likelihood, X, y, weights, q):
     fit += float((eigenvalues * q.curvature.to_eigenbasis(offset) ** 2).sum())
     trace = float((eigenvalues / q.precision_eigenvalues).sum())
     c = q.noise_scale
-    expected_ll = -(fit + trace) / (2 * c**2) - n_data * (
-        n_outputs * math.log(c) + likelihood.log_noise_ref + 0.5 * n_outputs * math.log(2 * math.pi)
-    )
+    log_norm = gaussian_log_normalizer(n_outputs, c, likelihood.log_noise_ref)
+    expected_ll = -(fit + trace) / (2 * c**2) - n_data * log_norm
     parts = ElboParts(expected_ll, kl_divergence(q))
     return q, parts, [parts.elbo]
 
@@ -230,15 +229,11 @@ def _pass_statistics(module, likelihood, X, y, weights, q, draws) -> _PassStatis
     """E_q[log p], the gradient and E_q[Λ]^{1/2} of a classification likelihood, one data pass."""
     theta_star = q.linearization_point
     offset = q.mean - theta_star
-    n_outputs = module[-1].out_features
-    step = jacobian_batch_size(n_outputs, q.n_params)
     gradient = torch.zeros_like(q.mean)
     expected_ll = 0.0
     roots = []
-    for begin in range(0, X.shape[0], step):
-        f, J = jacobians(module, X[begin : begin + step], q.param_names)
-        w = weights[begin : begin + step]
-        yb = y[begin : begin + step]
+    for rows, f, J in jacobian_blocks(module, X, q.param_names):
+        w, yb = weights[rows], y[rows]
         m = f + J @ offset
         V = q.functional_covariance(J)
         ll, r, root = _expected_classification_terms(likelihood, yb, m, V, draws)
@@ -275,7 +270,7 @@ def _expected_classification_terms(likelihood, y, m, V, draws):
     return ll, r, vectors * eigenvalues.clamp_min(0.0).sqrt()[:, None, :]
 
 
-def _m_step(q, tune_prior) -> LaplacePosterior:
+def _m_step(q, tune_prior) -> GaussianPosterior:
     """The closed-form ELBO maximiser of δ for fixed q: δ_l = P_l / (‖μ_l‖² + tr Σ_ll)."""
     if not tune_prior:
         return q

@@ -13,11 +13,9 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from skbnn._base import BaseLaplaceMLP, _check_positive_finite, _uses_laplace
-from skbnn._evidence import log_marginal_likelihood
+from skbnn._base import BaseLaplaceMLP, uses_laplace
 from skbnn._likelihoods import BernoulliLikelihood, CategoricalLikelihood
-from skbnn._loo import loo_log_likelihood, loo_logits
-from skbnn._predictive import (
+from skbnn._links import (
     bridge_log_proba,
     bridge_proba,
     link_samples,
@@ -26,6 +24,8 @@ from skbnn._predictive import (
     probit_log_proba,
     probit_proba,
 )
+from skbnn._loo import loo_log_likelihood, loo_logits
+from skbnn._validation import check_positive_finite
 
 # The temperatures among which posterior_temperature="loo" chooses: 0 (the MAP network's own
 # probabilities), 31 log-spaced values from 1e-3, and 1 (the Laplace posterior itself).
@@ -69,8 +69,8 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         rows: each row's logits without it are the cavity of the Laplace posterior (the row's
         share of the GGN removed, one Newton step; Vehtari et al. 2016), so no refit is needed.
         Classification needs it: with the evidence-tuned δ, the linearised predictive can be far
-        wider than the data warrant (benchmarks/RESULTS.md, "UCI classification"). With
-        ``inference="ggn-vi"``, ``"loo"`` keeps the variational posterior (T = 1).
+        wider than the data warrant. With ``inference="ggn-vi"``, ``"loo"`` keeps the
+        variational posterior (T = 1).
     hessian_structure : {"auto", "full", "kron", "diag"}, default="auto"
         Structure of the GGN: dense over all posterior weights, Kronecker-factored per layer
         (KFAC), or diagonal. ``"auto"`` is ``"full"`` up to 2500 posterior weights and ``"kron"``
@@ -91,14 +91,12 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
     keep_best_evidence : bool, default=True
         With online tuning, if the evidence was higher at a refresh than at the end of
         training, keep the weights of that refresh, as in Immer et al. (2021)'s algorithm (not
-        with ``early_stopping``, which selects by validation loss). On the UCI classification
-        sets it improved calibration (benchmarks/RESULTS.md, "Choosing the defaults").
+        with ``early_stopping``, which selects by validation loss).
     map_refinement_steps : int, default=0
         After training, at most this many Levenberg–Marquardt steps of the network towards the
         minimum of its regularised loss. Each step solves with the GGN eigendecomposition that
         the Laplace approximation computes anyway, and δ is re-tuned by the evidence after it.
         The weights of highest evidence along the path are kept, the trained ones included.
-        Off by default for classification (benchmarks/RESULTS.md, "Choosing the defaults").
         Never with ``early_stopping``, whose weights are chosen by validation loss; updates of
         ``partial_fit`` after the first chunk do not use it either.
     max_iter : "auto" or int, default="auto"
@@ -132,12 +130,18 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         Class labels.
     module_ : torch.nn.Sequential
         The trained network (float64, on the CPU), mapping X to logits.
-    posterior_ : LaplacePosterior
+    posterior_ : GaussianPosterior
         The Gaussian posterior over the weights in ``posterior_.param_names``.
     hessian_structure_ : str
         The GGN structure used ("full", "kron" or "diag").
     inference_ : str
         The inference used (``inference``).
+    max_iter_ : int
+        The epoch limit of training, as ``max_iter`` resolved.
+    batch_size_ : int
+        The minibatch size of training, as ``batch_size`` resolved.
+    map_refinement_steps_ : int
+        The Levenberg–Marquardt steps allowed after training (0 with early stopping).
     prior_precision_ : float or ndarray of shape (n_layers,)
         The prior precision δ used by the posterior (one per layer with
         ``prior_structure="layerwise"``).
@@ -296,7 +300,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         """
         return self._fit(X, y, sample_weight)
 
-    @available_if(_uses_laplace)
+    @available_if(uses_laplace)
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Update the posterior with one more chunk of data (sequential Bayesian updating).
@@ -420,8 +424,8 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         check_is_fitted(self)
         delta = self.prior_precision_
         if prior_precision is not None:
-            delta = _check_positive_finite(prior_precision, "prior_precision")
-        return log_marginal_likelihood(self._evidence_terms, delta)
+            delta = check_positive_finite(prior_precision, "prior_precision")
+        return self._log_evidence_at(delta, 1.0)
 
     # -- hooks of BaseLaplaceMLP -------------------------------------------------------------------
 

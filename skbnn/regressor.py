@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import copy
-import math
 import numbers
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -13,29 +12,31 @@ from sklearn.utils import Bunch, check_random_state, check_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
-from skbnn._base import (
-    AUTO_EPOCHS_PER_REFINEMENT_STEP,
-    AUTO_MAP_REFINEMENT_STEPS,
-    FIXED_HYPERPARAMETER_RANGE,
-    BaseLaplaceMLP,
-    _check_positive_finite,
+from skbnn import _auto
+from skbnn._base import BaseLaplaceMLP
+from skbnn._ensemble import (
+    NetworkMember,
+    member_covariance,
+    member_moments,
+    member_samples,
+    mixture_kernel,
+    mixture_noise_std,
 )
-from skbnn._evidence import log_marginal_likelihood
-from skbnn._jacobians import jacobian_batch_size
 from skbnn._likelihoods import GaussianLikelihood, HeteroscedasticGaussianLikelihood
-from skbnn._mixture import (
+from skbnn._predictive import (
     mixture_cross_covariance,
     mixture_mean_and_variance,
     mixture_quantile,
 )
+from skbnn._validation import (
+    FIXED_HYPERPARAMETER_RANGE,
+    check_hidden_layer_sizes,
+    check_positive_finite,
+)
 
-# ensemble_size="auto": three networks raised the test log-likelihood of all five small UCI
-# sets; the largest (kin8nm, 7,373 rows) keeps one, as the fit time they triple grows with n.
-AUTO_ENSEMBLE_SIZE = 3
 # log_marginal_likelihood(sigma_noise=...): the noise relative to the fitted one, within which its
 # square and inverse square stay normal float64 numbers.
 EVIDENCE_NOISE_SCALE_RANGE = (1e-150, 1e150)
-AUTO_ENSEMBLE_MAX_ROWS = 2000
 
 
 class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
@@ -65,8 +66,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         step completes what stochastic training leaves undone, which matters most for data
         with little noise, at the cost of one more pass over the data. ``"auto"``: ``"ggn-vi"``
         for homoscedastic noise, ``"laplace"`` for heteroscedastic noise (whose likelihood has
-        no closed-form optimum); chosen on the UCI benchmark (benchmarks/RESULTS.md). The
-        choice is stored in ``inference_``.
+        no closed-form optimum). The choice is stored in ``inference_``.
     sigma_noise : "evidence" or float, default="evidence"
         Observation noise standard deviation in the units of y. ``"evidence"`` tunes it by the
         marginal likelihood, one level per output for 2-D y (MacKay's per-output fixed point
@@ -106,39 +106,34 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         With online tuning, if the evidence was higher at a refresh than at the end of
         training, keep the weights of that refresh, as in Immer et al. (2021)'s algorithm (not
         with ``early_stopping``, which selects by validation loss). ``"auto"``: only with
-        heteroscedastic noise. On the UCI regression sets the final weights gave the higher
-        test log-likelihood with homoscedastic noise, and the kept weights with heteroscedastic
-        noise, whose noise network overfits late in training (benchmarks/RESULTS.md,
-        "Choosing the defaults").
+        heteroscedastic noise, whose noise network can overfit late in training.
     map_refinement_steps : "auto" or int, default="auto"
         After training, at most this many Levenberg–Marquardt steps of the network towards the
         minimum of its regularised loss. Each step solves with the GGN eigendecomposition that
         the Laplace approximation computes anyway, and δ, σ are re-tuned by the evidence after
         it. The weights of highest evidence along the path are kept, the trained ones included.
         Adam stops short of the minimum where the noise is small. ``"auto"``: 20, or one per
-        10 training epochs if that is fewer (a step costs a few passes over the data). On the
-        UCI sets it did not lower the mean test log-likelihood with either noise model, and
-        raised it most on yacht and kin8nm (benchmarks/RESULTS.md, "Choosing the defaults").
-        Never with ``early_stopping``, whose weights are chosen by validation loss; updates of
-        ``partial_fit`` after the first chunk do not use it either.
+        10 training epochs if that is fewer (a step costs a few passes over the data); the
+        resolved number is ``map_refinement_steps_``. Never with ``early_stopping``, whose
+        weights are chosen by validation loss; updates of ``partial_fit`` after the first chunk
+        do not use it either.
     ensemble_size : "auto" or int, default="auto"
         Number of networks, each trained from its own random initialisation with its own
         posterior and evidence-tuned δ and σ. Predictions come from their equal-weight mixture
         (a mixture of Laplace approximations, Eschenhagen et al. 2021), whose variance adds the
-        networks' disagreement to their own uncertainty. The fitted attributes below describe
-        the first network; the others are in ``ensemble_members_``. ``"auto"``: 3 when
-        :meth:`fit` sees at most 2000 rows and the network has a hidden layer, else 1. On the
-        five UCI sets of that size three networks raised the mean test log-likelihood over 20
-        splits on every one, by 0.01 to 0.05 nats (benchmarks/RESULTS.md, "Choosing the
-        defaults"), at three times the fit time, a cost that grows with the data; a linear
-        model (``hidden_layer_sizes=()``) has a single mode. :meth:`partial_fit`, meant for
-        data too large for :meth:`fit`, resolves ``"auto"`` to 1, and updates every member
-        with each chunk.
+        networks' disagreement to their own uncertainty. Each network is in ``members_``.
+        ``"auto"``: 3 when
+        :meth:`fit` sees at most 2000 rows and the network has a hidden layer, else 1 (a
+        linear model, ``hidden_layer_sizes=()``, has a single mode). :meth:`partial_fit`,
+        meant for data too large for :meth:`fit`, resolves ``"auto"`` to 1, and updates every
+        member with each chunk.
     max_iter : "auto" or int, default="auto"
         Number of training epochs. ``"auto"`` aims at about 6000 optimiser steps, within 20 to 3000
         epochs: 3000 full-batch epochs for up to 1024 rows, fewer epochs of minibatches beyond.
+        The resolved number is ``max_iter_``.
     batch_size : "auto" or int, default="auto"
         Minibatch size; ``"auto"`` trains full-batch up to 1024 rows, else uses batches of 256.
+        The resolved size is ``batch_size_``.
     learning_rate_init : float, default=0.003
         Adam's initial learning rate; it decays to zero on a cosine schedule. The default suits
         the ~6000 steps of ``max_iter="auto"``; raise it for much shorter runs.
@@ -163,25 +158,36 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
     ----------
     module_ : torch.nn.Sequential
         The trained network (float64, on the CPU), mapping X to standardised targets.
-    posterior_ : LaplacePosterior
+    posterior_ : GaussianPosterior
         The Gaussian posterior over the weights in ``posterior_.param_names``.
     hessian_structure_ : str
         The GGN structure used ("full", "kron" or "diag").
     inference_ : str
         The inference used ("laplace" or "ggn-vi").
+    max_iter_ : int
+        The epoch limit of training, as ``max_iter`` resolved.
+    batch_size_ : int
+        The minibatch size of training, as ``batch_size`` resolved.
+    map_refinement_steps_ : int
+        The Levenberg–Marquardt steps allowed after training (0 with early stopping).
     prior_precision_ : float or ndarray of shape (n_layers,)
         The prior precision δ used by the posterior (one per layer with
         ``prior_structure="layerwise"``).
     sigma_noise_ : float or ndarray of shape (n_targets,)
-        Observation noise std in the units of y (an array for 2-D y); only with
+        Observation noise std of the predictive in the units of y (an array for 2-D y): with
+        several networks √(mean of their σ²), the mixture's noise; only with
         ``noise="homoscedastic"``.
     log_marginal_likelihood_value_ : float
         Laplace log evidence at the fitted δ, σ, in the units of y.
     ensemble_size_ : int
         The number of networks whose mixture predicts.
-    ensemble_members_ : list of LaplaceMLPRegressor
-        The networks after the first: fitted copies of this estimator with ``ensemble_size=1``,
-        each with its own seed; empty when ``ensemble_size_`` is 1.
+    members_ : list of NetworkMember
+        Every network of the mixture, this estimator's own first: its ``module``,
+        ``posterior``, ``prior_precision``, ``sigma_noise`` and ``log_marginal_likelihood``.
+        ``module_``, ``posterior_``, ``prior_precision_``, ``log_marginal_likelihood_value_``,
+        ``scores_``, ``n_iter_``, ``loss_curve_`` and the ELBO attributes are those of the first
+        network, the one that ``ensemble_size=1`` fits with the same ``random_state``;
+        ``sigma_noise_`` and every prediction are of the mixture.
     elbo_ : float
         Evidence lower bound at the fitted q (only when ``inference_`` is "ggn-vi"; set by
         :meth:`fit`, and removed by a later :meth:`partial_fit`, as a chunk cannot update it).
@@ -387,54 +393,91 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
     def _fit_ensemble(self, X, y, sample_weight, streaming):
         """Fit this estimator's own network, then the other members of the ensemble."""
         self._fit(X, y, sample_weight)
-        self.ensemble_size_ = self._resolve_ensemble_size(_num_samples(X), streaming)
+        n_hidden = len(check_hidden_layer_sizes(self.hidden_layer_sizes))
+        self.ensemble_size_ = _auto.ensemble_size(
+            self.ensemble_size, _num_samples(X), n_hidden, streaming
+        )
         # With an int random_state the first of these seeds is the one of this estimator's own
         # network (BaseLaplaceMLP._generator), so the first network is the same for any size.
         seeds = check_random_state(self.random_state).randint(
             np.iinfo(np.int32).max, size=self.ensemble_size_
         )[1:]
-        self.ensemble_members_ = [
-            clone(self).set_params(ensemble_size=1, random_state=int(seed)).fit(X, y, sample_weight)
-            for seed in seeds
-        ]
+        single = clone(self).set_params(ensemble_size=1)
+        self.members_ = [
+            self._own_member(),
+            *(
+                clone(single).set_params(random_state=int(seed))
+                .fit(X, y, sample_weight)._own_member(int(seed))
+                for seed in seeds
+            ),
+        ]  # fmt: skip
+        self._store_mixture_noise()
         return self
 
     def _update_ensemble(self, X, y, sample_weight):
-        """One partial_fit step of every network; copies, so that a failure changes none."""
-        members = [copy.deepcopy(member) for member in self.ensemble_members_]
+        """One partial_fit step of every network (records are replaced, never changed)."""
         self._partial_fit(X, y, sample_weight)
-        self.ensemble_members_ = [member.partial_fit(X, y, sample_weight) for member in members]
+        chunk = self._chunk_tensors(X, y, sample_weight, None)
+        self.members_ = [
+            self._own_member(),
+            *(self._updated_member(member, chunk) for member in self.members_[1:]),
+        ]
+        self._store_mixture_noise()
         return self
 
-    def _resolve_ensemble_size(self, n_samples, streaming):
-        if self.ensemble_size != "auto":
-            return self.ensemble_size
-        small = n_samples <= AUTO_ENSEMBLE_MAX_ROWS and len(self._check_hidden_layer_sizes()) > 0
-        return AUTO_ENSEMBLE_SIZE if small and not streaming else 1
+    def _own_member(self, random_state=None):
+        """This estimator's own network as a :class:`NetworkMember`."""
+        sigma = getattr(self, "sigma_noise_", None)  # this network's own, before the mixture's
+        return NetworkMember(
+            module=self.module_,
+            posterior=self.posterior_,
+            prior_precision=self.prior_precision_,
+            sigma_noise=None if sigma is None else np.atleast_1d(sigma).astype(np.float64),
+            log_marginal_likelihood=self.log_marginal_likelihood_value_,
+            random_state=random_state,
+            likelihood=self._likelihood,
+            terms=self._evidence_terms,
+        )
 
-    def _networks(self):
-        """The ensemble's fitted networks: this estimator's own first."""
-        return [self, *self.ensemble_members_]
+    def _updated_member(self, member, chunk):
+        """A member after one more chunk, by the update of this estimator's own network."""
+        seed = check_random_state(member.random_state).randint(np.iinfo(np.int32).max)
+        generator = torch.Generator().manual_seed(int(seed))
+        network = (member.module, member.posterior, member.terms, member.likelihood)
+        update, _ = self._sequential_update(network, chunk, generator)
+        hyper, sigma = update.hyperparameters, None
+        if member.sigma_noise is not None:
+            sigma = self._noise_std(hyper, member.likelihood)
+        return replace(
+            member,
+            module=update.module,
+            posterior=update.posterior,
+            terms=update.terms,
+            prior_precision=hyper.prior_precision,
+            sigma_noise=sigma,
+            log_marginal_likelihood=self._log_evidence(update.terms, hyper),
+        )
 
-    def _stacked(self, per_network):
-        """Each of the tensors that ``per_network(net)`` returns, stacked over the networks."""
-        results = [per_network(net) for net in self._networks()]
+    def _store_mixture_noise(self):
+        """``sigma_noise_`` of the mixture: √(mean of the members' σ²), the predictive's noise."""
+        if self.noise != "heteroscedastic" and len(self.members_) > 1:
+            sigma = mixture_noise_std(self.members_)
+            self.sigma_noise_ = float(sigma[0]) if self._y_1d else sigma
+
+    def _stacked(self, per_member, X):
+        """Each tensor that ``per_member(member, X, y_scale)`` returns, stacked over members."""
+        X_t = torch.tensor(X, dtype=torch.float64)
+        results = [per_member(member, X_t, self._y_scale) for member in self.members_]
         return [torch.stack(values) for values in zip(*results, strict=True)]
 
     def _resolve_inference(self):
-        if self.inference == "auto":
-            return "laplace" if self.noise == "heteroscedastic" else "ggn-vi"
-        return self.inference
+        return _auto.regression_inference(self.inference, self.noise)
 
     def _map_refinement_steps(self, n_epochs):
-        if self.map_refinement_steps != "auto":
-            return self.map_refinement_steps
-        return min(AUTO_MAP_REFINEMENT_STEPS, math.ceil(n_epochs / AUTO_EPOCHS_PER_REFINEMENT_STEP))
+        return _auto.map_refinement_steps(self.map_refinement_steps, n_epochs)
 
     def _keeps_best_evidence(self):
-        if self.keep_best_evidence == "auto":
-            return self.noise == "heteroscedastic"
-        return self.keep_best_evidence
+        return _auto.keep_best_evidence(self.keep_best_evidence, self.noise)
 
     def predict(self, X, return_std=False, return_cov=False):
         """Predictive mean, and optionally its std or covariance, in the units of y.
@@ -461,9 +504,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         X = self._validate_for_predict(X)
         scale = torch.as_tensor(self._y_scale)
         if return_cov:
-            means, covariances, noise_variances = self._stacked(
-                lambda net: net._standardized_covariance(X)
-            )
+            means, covariances, noise_variances = self._stacked(member_covariance, X)
             cov = mixture_cross_covariance(means, means, torch.diag_embed(covariances))
             cov = torch.diagonal(cov, dim1=2, dim2=3)  # (n, n, k): no cross-output terms
             cov = cov + torch.diag_embed(noise_variances.mean(0).T).permute(1, 2, 0)
@@ -503,9 +544,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             include_boundaries="neither",
         )
         X = self._validate_for_predict(X)
-        means, model_variances, noise_variances = self._stacked(
-            lambda net: net._standardized_moments(X)
-        )
+        means, model_variances, noise_variances = self._stacked(member_moments, X)
         scale = torch.as_tensor(self._y_scale)
         means = self._to_y_units(means).numpy()
         stds = ((model_variances + noise_variances).sqrt() * scale).numpy()
@@ -566,21 +605,11 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         K : ndarray of shape (n_samples_X, n_samples_Y), or
             (n_samples_X, n_samples_Y, n_targets, n_targets) for 2-D y.
         """
-        check_is_fitted(self)
-        k = self._y_mean.shape[0]
-        networks = self._networks()
-        # (M, n_X, n_Y, k, l): each network's kernel between its outputs k at X and l at Y.
-        kernels = torch.stack(
-            [net._output_kernel(X, Y, prior=prior)[:, :k, :, :k] for net in networks]
-        ).permute(0, 1, 3, 2, 4)
-        if prior or len(networks) == 1:  # no spread of means to add (one network: no work)
-            K = kernels.mean(0)
-        else:
-            X_valid = self._validate_for_predict(X)
-            Y_valid = X_valid if Y is None else self._validate_for_predict(Y)
-            means_x = torch.stack([net._glm_outputs(X_valid)[0][:, :k] for net in networks])
-            means_y = torch.stack([net._glm_outputs(Y_valid)[0][:, :k] for net in networks])
-            K = mixture_cross_covariance(means_x, means_y, kernels)
+        X_t = torch.tensor(self._validate_for_predict(X), dtype=torch.float64)
+        Y_t = (
+            None if Y is None else torch.tensor(self._validate_for_predict(Y), dtype=torch.float64)
+        )
+        K = mixture_kernel(self.members_, X_t, Y_t, self._y_mean.shape[0], prior)
         scale = torch.as_tensor(self._y_scale)
         K = (K * scale[:, None] * scale[None, :]).numpy()
         return K[:, :, 0, 0] if self._y_1d else K
@@ -607,19 +636,22 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         X = self._validate_for_predict(X)
         check_scalar(n_samples, "n_samples", numbers.Integral, min_val=1)
         rng = check_random_state(random_state)
-        networks = self._networks()
-        if len(networks) == 1:
+        X_t = torch.tensor(X, dtype=torch.float64)
+        members, y_mean, y_scale = self.members_, self._y_mean, self._y_scale
+        if len(members) == 1:
             seed = int(rng.randint(np.iinfo(np.int32).max))
-            samples = self._sample_network(X, n_samples, seed)
+            samples = member_samples(members[0], X_t, n_samples, seed, y_mean, y_scale)
         else:
             # Each draw comes from a network chosen uniformly: a draw from the mixture.
-            chosen = rng.randint(len(networks), size=n_samples)
-            samples = np.empty((X.shape[0], self._y_mean.shape[0], n_samples))
-            for index, net in enumerate(networks):
+            chosen = rng.randint(len(members), size=n_samples)
+            samples = np.empty((X.shape[0], y_mean.shape[0], n_samples))
+            for index, member in enumerate(members):
                 draws = np.flatnonzero(chosen == index)
                 if draws.size:
                     seed = int(rng.randint(np.iinfo(np.int32).max))
-                    samples[:, :, draws] = net._sample_network(X, draws.size, seed)
+                    samples[:, :, draws] = member_samples(
+                        member, X_t, draws.size, seed, y_mean, y_scale
+                    )
         return samples[:, 0, :] if self._y_1d else samples
 
     def log_marginal_likelihood(self, prior_precision=None, sigma_noise=None):
@@ -632,63 +664,34 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         check_is_fitted(self)
         delta = self.prior_precision_
         if prior_precision is not None:
-            delta = _check_positive_finite(prior_precision, "prior_precision")
+            delta = check_positive_finite(prior_precision, "prior_precision")
         c = self.posterior_.noise_scale
         if sigma_noise is not None:
             if self.noise == "heteroscedastic":
                 raise ValueError(
                     "sigma_noise is predicted by the network with heteroscedastic noise."
                 )
-            sigma_noise = _check_positive_finite(sigma_noise, "sigma_noise")
-            c *= sigma_noise / float(np.atleast_1d(self.sigma_noise_)[0])
-            if not EVIDENCE_NOISE_SCALE_RANGE[0] < c < EVIDENCE_NOISE_SCALE_RANGE[1]:
-                # 1/σ² of the evidence would under- or overflow float64.
-                raise ValueError(
-                    f"sigma_noise={sigma_noise!r} is {c:.3g} times the fitted noise level; the "
-                    "evidence is representable in float64 only within "
-                    f"[{EVIDENCE_NOISE_SCALE_RANGE[0]:g}, {EVIDENCE_NOISE_SCALE_RANGE[1]:g}] "
-                    "times it."
-                )
-        terms = self._evidence_terms
-        return log_marginal_likelihood(terms, delta, c) - self._log_evidence_unit_shift(terms)
+            c *= _noise_ratio(sigma_noise, float(self.members_[0].sigma_noise[0]))
+        return self._log_evidence_at(delta, c)
 
     # -- hooks of BaseLaplaceMLP -------------------------------------------------------------------
 
     def _encode_targets(self, y, sample_weight, classes=None):
         self._y_1d = y.ndim == 1
         y2 = y.reshape(y.shape[0], -1).astype(np.float64)
-        if self.normalize_y:
-            mean, scale = _weighted_mean_and_std(y2, sample_weight)
-            # A constant target (up to round-off, at any scale) keeps unit scale.
-            constant = ~(scale > 1e-12 * np.abs(mean)) | (scale < np.finfo(np.float64).tiny)
-            scale[constant] = 1.0
-        else:
-            mean, scale = np.zeros(y2.shape[1]), np.ones(y2.shape[1])
+        mean, scale = _standardization(y2, sample_weight, self.normalize_y)
         self._y_mean, self._y_scale = mean, scale
+        targets = torch.tensor((y2 - mean) / scale)
         if self.noise == "heteroscedastic":
             if self.sigma_noise != "evidence" or self.inference == "ggn-vi":
                 raise ValueError(
                     "noise='heteroscedastic' predicts the noise with the network: it needs "
                     "sigma_noise='evidence' and inference='laplace' (or 'auto')."
                 )
-            self._noise_ref = None
-            targets = torch.tensor((y2 - mean) / scale)
             return targets, 2 * y2.shape[1], HeteroscedasticGaussianLikelihood()
-        if self.sigma_noise == "evidence":
-            noise_ref = np.ones(y2.shape[1])
-        else:
-            noise_ref = self.sigma_noise / scale
-            low, high = FIXED_HYPERPARAMETER_RANGE
-            if not np.all((noise_ref >= low) & (noise_ref <= high)):
-                unit = "the std of y" if self.normalize_y else "1 (normalize_y=False)"
-                raise ValueError(
-                    f"sigma_noise={self.sigma_noise!r} must lie within [{low:g}, {high:g}] times "
-                    f"{unit}; further out training or the posterior overflow. Use "
-                    "sigma_noise='evidence' or a value in that range."
-                )
-        self._noise_ref = noise_ref
+        noise_ref = _reference_noise(self.sigma_noise, scale, self.normalize_y)
         likelihood = GaussianLikelihood(torch.tensor(noise_ref, dtype=torch.float64))
-        return torch.tensor((y2 - mean) / scale), y2.shape[1], likelihood
+        return targets, y2.shape[1], likelihood
 
     def _encode_more_targets(self, y, classes):
         y2 = y.reshape(y.shape[0], -1).astype(np.float64)
@@ -707,55 +710,26 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
     def _store_fitted_hyperparameters(self, hyper, terms):
         self.prior_precision_ = hyper.prior_precision
         if self.noise == "heteroscedastic":
-            self.__dict__.pop(
-                "sigma_noise_", None
-            )  # no single noise level: see predict_uncertainty
+            # No single noise level: see predict_uncertainty.
+            self.__dict__.pop("sigma_noise_", None)
         else:
             # The reference noise may have moved (per-output noise of multi-output y).
-            self._noise_ref = self._likelihood.noise_std.cpu().numpy()
-            sigma = hyper.noise_scale * self._noise_ref * self._y_scale
+            sigma = self._noise_std(hyper, self._likelihood)
             self.sigma_noise_ = float(sigma[0]) if self._y_1d else sigma
         self.log_marginal_likelihood_value_ = self._log_evidence(terms, hyper)
 
     def _log_likelihood_unit_shift(self):
         return float(np.log(self._y_scale).sum())
 
-    # -- helpers -----------------------------------------------------------------------------------
+    def _noise_std(self, hyper, likelihood):
+        """The noise std per output in y's units, c σ_ref × the scale of y."""
+        return hyper.noise_scale * likelihood.noise_std.cpu().numpy() * self._y_scale
 
-    def _sample_network(self, X, n_samples, seed):
-        """Joint draws (n, k, S) of y at validated X from this network's GLM predictive."""
-        generator = torch.Generator().manual_seed(seed)
-        posterior = self.posterior_
-        centre = (
-            posterior.mean
-            if posterior.linearization_point is None
-            else posterior.linearization_point
-        )
-        offsets = posterior.sample(n_samples, generator) - centre  # (S, P), from θ*
-        n_outputs = self.module_[-1].out_features
-        step = jacobian_batch_size(n_outputs, posterior.n_params)
-        blocks = []
-        for begin in range(0, X.shape[0], step):
-            f, J = self._glm_jacobians(X[begin : begin + step])
-            blocks.append(f[:, :, None] + torch.einsum("nkp,sp->nks", J, offsets))
-        f_samples = torch.cat(blocks)  # (n, K_network, S)
-        k = self._y_mean.shape[0]
-        scale = torch.as_tensor(self._y_scale)[None, :, None]
-        if self.noise == "heteroscedastic":
-            noise_std = torch.exp(0.5 * f_samples[:, k:]) * scale
-        else:
-            noise_std = torch.as_tensor(self._sigma_noise_per_output())[None, :, None]
-        noise = torch.randn(f_samples[:, :k].shape, generator=generator, dtype=f_samples.dtype)
-        samples = (
-            f_samples[:, :k] * scale + torch.as_tensor(self._y_mean)[None, :, None]
-        ) + noise * noise_std
-        return samples.numpy()
+    # -- helpers -----------------------------------------------------------------------------------
 
     def _predictive_moments(self, X):
         """Mean, model std and noise std (n, k) of the networks' mixture, in y's units."""
-        means, model_variances, noise_variances = self._stacked(
-            lambda net: net._standardized_moments(X)
-        )
+        means, model_variances, noise_variances = self._stacked(member_moments, X)
         mean, model_variance = mixture_mean_and_variance(means, model_variances)
         scale = torch.as_tensor(self._y_scale)
         return (
@@ -764,44 +738,8 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             noise_variances.mean(0).sqrt() * scale,
         )
 
-    def _standardized_moments(self, X):
-        """This network's predictive at validated X, in standardised units: mean, model
-        variance and noise variance, each (n, k)."""
-        f, cov = self._glm_outputs(X)
-        variance = torch.diagonal(cov, dim1=1, dim2=2)
-        k = self._y_mean.shape[0]
-        return f[:, :k], variance[:, :k], self._standardized_noise_variance(f, variance)
-
-    def _standardized_covariance(self, X):
-        """This network's predictive at validated X, in standardised units: mean (n, k),
-        model covariance across points (n, n, k) and noise variance (n, k)."""
-        f, J = self._glm_jacobians(X)
-        offset = self.posterior_.mean_offset
-        if offset is not None:
-            f = f + J @ offset
-        cross = self.posterior_.functional_cross_covariance(J, J)  # (n, Kₙ, n, Kₙ)
-        variance = torch.diagonal(torch.diagonal(cross, dim1=0, dim2=2), dim1=0, dim2=1)
-        k = self._y_mean.shape[0]
-        covariance = torch.diagonal(cross[:, :k, :, :k], dim1=1, dim2=3)
-        return f[:, :k], covariance, self._standardized_noise_variance(f, variance)
-
-    def _standardized_noise_variance(self, f, variance):
-        """Noise variance (n, k) from the outputs f and their variances (n, Kₙ).
-
-        Heteroscedastic networks output (μ, log σ²) per target: the noise variance is then
-        E[σ²] = exp(m_s + v_s/2) under the linearised (log-normal) posterior of log σ².
-        """
-        k = self._y_mean.shape[0]
-        if self.noise == "heteroscedastic":
-            return torch.exp(f[:, k:] + 0.5 * variance[:, k:])
-        sigma = torch.as_tensor(self._sigma_noise_per_output() / self._y_scale)
-        return (sigma**2).expand(f.shape[0], k)
-
     def _to_y_units(self, mean):
         return mean * torch.as_tensor(self._y_scale) + torch.as_tensor(self._y_mean)
-
-    def _sigma_noise_per_output(self):
-        return np.atleast_1d(self.sigma_noise_).astype(np.float64)
 
     def _to_output(self, values):
         """Tensor (..., K) to numpy, dropping the output axis when y was 1-D."""
@@ -812,6 +750,46 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+
+def _noise_ratio(sigma_noise, fitted_sigma):
+    """σ / σ_fitted, refused where 1/σ² of the evidence would under- or overflow float64."""
+    sigma_noise = check_positive_finite(sigma_noise, "sigma_noise")
+    ratio = sigma_noise / fitted_sigma
+    low, high = EVIDENCE_NOISE_SCALE_RANGE
+    if not low < ratio < high:
+        raise ValueError(
+            f"sigma_noise={sigma_noise!r} is {ratio:.3g} times the fitted noise level; the "
+            f"evidence is representable in float64 only within [{low:g}, {high:g}] times it."
+        )
+    return ratio
+
+
+def _standardization(y, weights, normalize_y):
+    """Mean and scale of each column of y (weighted); a constant column keeps unit scale."""
+    if not normalize_y:
+        return np.zeros(y.shape[1]), np.ones(y.shape[1])
+    mean, scale = _weighted_mean_and_std(y, weights)
+    # A constant target (up to round-off, at any scale) keeps unit scale.
+    constant = ~(scale > 1e-12 * np.abs(mean)) | (scale < np.finfo(np.float64).tiny)
+    scale[constant] = 1.0
+    return mean, scale
+
+
+def _reference_noise(sigma_noise, scale, normalize_y):
+    """The noise std per output in standardised units: 1 when tuned, else the fixed one."""
+    if sigma_noise == "evidence":
+        return np.ones(scale.shape[0])
+    noise_ref = sigma_noise / scale
+    low, high = FIXED_HYPERPARAMETER_RANGE
+    if not np.all((noise_ref >= low) & (noise_ref <= high)):
+        unit = "the std of y" if normalize_y else "1 (normalize_y=False)"
+        raise ValueError(
+            f"sigma_noise={sigma_noise!r} must lie within [{low:g}, {high:g}] times {unit}; "
+            "further out training or the posterior overflow. Use sigma_noise='evidence' or a "
+            "value in that range."
+        )
+    return noise_ref
 
 
 def _weighted_mean_and_std(y, weights):

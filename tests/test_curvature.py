@@ -11,9 +11,9 @@ from torch.func import functional_call, hessian, jacrev
 from skbnn import _jacobians
 from skbnn._curvature import DiagCurvature, FullCurvature, fit_curvature, ggn_matrix
 from skbnn._likelihoods import BernoulliLikelihood, CategoricalLikelihood, GaussianLikelihood
+from skbnn._links import mc_proba, probit_proba
 from skbnn._network import build_mlp, last_layer_parameter_names
-from skbnn._posterior import LaplacePosterior
-from skbnn._predictive import mc_proba, probit_proba
+from skbnn._posterior import GaussianPosterior
 
 LIKELIHOODS = {
     "gaussian": (lambda: GaussianLikelihood(torch.tensor([0.5, 2.0], dtype=torch.float64)), 2),
@@ -104,7 +104,7 @@ def test_low_rank_eigenbasis_equals_dense_decomposition(name):
     assert low_rank.eigenvalues.shape[0] < low_rank.n_params
     assert_allclose(low_rank.dense(), dense.dense(), atol=1e-10)
     mean = torch.zeros(low_rank.n_params, dtype=torch.float64)
-    posteriors = [LaplacePosterior(mean, c, 0.7, 1.3, names) for c in (low_rank, dense)]
+    posteriors = [GaussianPosterior(mean, c, 0.7, 1.3, names) for c in (low_rank, dense)]
     assert_allclose(posteriors[0].covariance(), posteriors[1].covariance(), atol=1e-10)
     assert_allclose(
         posteriors[0].log_det_precision(), posteriors[1].log_det_precision(), rtol=1e-10
@@ -121,7 +121,7 @@ def test_posterior_operations_match_dense_precision(structure):
     names = [n for n, _ in module.named_parameters()]
     curvature = fit_curvature(module, likelihood, X, weights, names, structure)
     delta, noise_scale = 0.3, 2.0
-    posterior = LaplacePosterior(
+    posterior = GaussianPosterior(
         torch.zeros(curvature.n_params, dtype=torch.float64), curvature, delta, noise_scale, names
     )
     ggn = ggn_matrix(module, likelihood, X, weights, names, diagonal=structure == "diag")

@@ -1,10 +1,10 @@
 """Ensembles of Laplace networks (``ensemble_size``): the mixture's moments and its parts.
 
 The mixture functions are compared with the non-centred formula E[xxᵀ] − E[x]E[x]ᵀ; the
-estimator's predictions with its members' own public predictions, combined by hand.
+estimator's predictions with those of single networks fitted from its members' seeds, combined
+by hand.
 """
 
-import copy
 import pickle
 
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
 from skbnn import LaplaceMLPRegressor
-from skbnn._mixture import mixture_cross_covariance, mixture_mean_and_variance
+from skbnn._predictive import mixture_cross_covariance, mixture_mean_and_variance
 
 SMALL = dict(hidden_layer_sizes=(8,), max_iter=60, learning_rate_init=0.01)
 
@@ -52,14 +52,22 @@ def test_mixture_moments_match_the_non_centred_formula():
     assert_allclose(variance, diagonal, rtol=1e-12)
 
 
+def single_networks(ensemble, X, y, **fit_params):
+    """Each member refitted alone, with ``ensemble_size=1`` and the member's seed."""
+    seeds = [ensemble.random_state, *(m.random_state for m in ensemble.members_[1:])]
+    return [
+        LaplaceMLPRegressor(**{**ensemble.get_params(), "ensemble_size": 1, "random_state": s}).fit(
+            X, y, **fit_params
+        )
+        for s in seeds
+    ]
+
+
 def test_predictions_are_the_mixture_of_the_members(ensemble, data):
     X = data[0][:7]
-    networks = [ensemble, *ensemble.ensemble_members_]
-    assert ensemble.ensemble_size_ == 3 and len(ensemble.ensemble_members_) == 2
-    # Each network's own predictive, through its public API (a copy without the others).
-    single = copy.copy(ensemble)
-    single.ensemble_members_ = []
-    parts = [net.predict(X, return_std=True) for net in [single, *networks[1:]]]
+    assert ensemble.ensemble_size_ == 3 and len(ensemble.members_) == 3
+    networks = single_networks(ensemble, *data)
+    parts = [net.predict(X, return_std=True) for net in networks]
     means = np.array([mean for mean, _ in parts])
     stds = np.array([std for _, std in parts])
     assert np.ptp(means, axis=0).min() > 0  # the networks differ
@@ -70,8 +78,12 @@ def test_predictions_are_the_mixture_of_the_members(ensemble, data):
 
     split = ensemble.predict_uncertainty(X)
     noise = np.array([net.sigma_noise_ for net in networks])
+    assert_allclose([m.sigma_noise[0] for m in ensemble.members_], noise, rtol=1e-12)
     assert_allclose(split.aleatoric_std**2, np.full(len(X), (noise**2).mean()), rtol=1e-10)
+    assert ensemble.sigma_noise_ == pytest.approx(np.sqrt((noise**2).mean()), rel=1e-12)
     assert_allclose(split.total_std, std, rtol=1e-12)
+    evidences = [net.log_marginal_likelihood_value_ for net in networks]
+    assert_allclose([m.log_marginal_likelihood for m in ensemble.members_], evidences)
 
 
 def test_covariance_kernel_and_std_agree(ensemble, data):
@@ -98,13 +110,14 @@ def test_samples_follow_the_mixture(ensemble, data):
 
 def test_the_first_network_is_the_single_one(ensemble, data):
     single = LaplaceMLPRegressor(**SMALL, ensemble_size=1, random_state=0).fit(*data)
-    assert single.ensemble_members_ == []
+    assert len(single.members_) == 1 and single.members_[0].module is single.module_
+    assert single.sigma_noise_ == single.members_[0].sigma_noise[0]
     assert single.log_marginal_likelihood_value_ == ensemble.log_marginal_likelihood_value_
     for name, value in single.module_.state_dict().items():
         assert torch.equal(value, ensemble.module_.state_dict()[name])
-    members = ensemble.ensemble_members_
-    assert len({member.random_state for member in members}) == 2
-    assert all(member.ensemble_size == 1 for member in members)
+    members = ensemble.members_
+    assert members[0].module is ensemble.module_ and members[0].random_state is None
+    assert len({member.random_state for member in members[1:]}) == 2
 
 
 def test_auto_size(data):
@@ -126,8 +139,9 @@ def test_partial_fit_updates_every_member_or_none(data):
     X, y = data
     reg = LaplaceMLPRegressor(**SMALL, ensemble_size=2, random_state=0)
     reg.partial_fit(X[:40], y[:40])
-    member = reg.ensemble_members_[0]
-    expected = copy.deepcopy(member).partial_fit(X[40:], y[40:]).predict_std(X)
+    member = reg.members_[1]
+    alone = LaplaceMLPRegressor(**SMALL, ensemble_size=1, random_state=member.random_state)
+    alone.partial_fit(X[:40], y[:40]).partial_fit(X[40:], y[40:])
 
     before = reg.predict_std(X)
     y_bad = y[40:].copy()
@@ -135,10 +149,13 @@ def test_partial_fit_updates_every_member_or_none(data):
     with pytest.raises(ValueError, match="NaN"):
         reg.partial_fit(X[40:], y_bad)
     assert_array_equal(reg.predict_std(X), before)
-    assert reg.ensemble_members_[0] is member
+    assert reg.members_[1] is member
 
     reg.partial_fit(X[40:], y[40:])
-    assert_allclose(reg.ensemble_members_[0].predict_std(X), expected, rtol=1e-12)
+    updated = reg.members_[1]
+    assert_allclose(updated.posterior.mean, alone.posterior_.mean, rtol=1e-12)
+    assert updated.log_marginal_likelihood == alone.log_marginal_likelihood_value_
+    assert_allclose(updated.sigma_noise[0], alone.sigma_noise_, rtol=1e-12)
     assert reg.ensemble_size_ == 2
 
 
@@ -156,5 +173,6 @@ def test_every_network_sees_the_sample_weights(data):
     weighted.fit(X, y, sample_weight=weights)
     repeated = LaplaceMLPRegressor(**SMALL, ensemble_size=2, random_state=0)
     repeated.fit(X.repeat(weights, axis=0), y.repeat(weights))
-    for a, b in zip(weighted._networks(), repeated._networks(), strict=True):
-        assert_allclose(a.predict_std(X), b.predict_std(X), rtol=1e-7)
+    assert_allclose(weighted.predict_std(X), repeated.predict_std(X), rtol=1e-7)
+    for a, b in zip(weighted.members_, repeated.members_, strict=True):
+        assert_allclose(a.posterior.mean, b.posterior.mean, rtol=1e-6, atol=1e-9)

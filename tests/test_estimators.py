@@ -341,9 +341,10 @@ def test_regression_uncertainty_decomposition_and_kernel(fitted_regressor, regre
     assert_allclose(parts.mean, mean)
     assert_allclose(parts.total_std, std, rtol=1e-12)
     # The default is an ensemble here: its noise variance is the mean of the networks'.
-    networks = [fitted_regressor, *fitted_regressor.ensemble_members_]
-    assert len(networks) == 3
-    noise_variance = np.mean([net.sigma_noise_**2 for net in networks])
+    members = fitted_regressor.members_
+    assert len(members) == 3
+    noise_variance = np.mean([member.sigma_noise[0] ** 2 for member in members])
+    assert_allclose(fitted_regressor.sigma_noise_**2, noise_variance, rtol=1e-12)
     assert_allclose(parts.aleatoric_std**2, noise_variance, rtol=1e-12)
     assert_allclose(parts.epistemic_std**2 + parts.aleatoric_std**2, std**2, rtol=1e-12)
     K = fitted_regressor.kernel(X)

@@ -5,8 +5,8 @@ have their own weights θ_k, reference noise stds σ_k and a noise scale c: y_k 
 θ_k ~ N(0, δ_k⁻¹I). Its GGN at reference noise is block-diagonal, XᵀX/σ_k² per output, so the
 outputs are exact "layers" for a per-layer δ. At the MAP θ* of (δ, c) the Laplace evidence is
 exact (the model is linear-Gaussian) and must equal Σ_k log N(y_k; 0, c²σ_k²I + XXᵀ/δ_k). The
-EvidenceTerms are filled as skbnn._base's ``_laplace`` fills them: the GGN's eigenvalues, ‖θ*‖²,
-N = Σw, K, R = Σ_n w_n ‖(y_n − f_n)/σ‖², and Σ_k log σ_k as ``log_noise_ref``.
+EvidenceTerms are filled as skbnn._fitting's ``laplace_at`` fills them: the GGN's eigenvalues,
+‖θ*‖², N = Σw, K, R = Σ_n w_n ‖(y_n − f_n)/σ‖², and Σ_k log σ_k as ``log_noise_ref``.
 """
 
 import itertools

@@ -17,8 +17,7 @@ from numpy.testing import assert_array_equal
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
 
-from skbnn import LaplaceMLPClassifier, LaplaceMLPRegressor
-from skbnn._network import TrainingDivergedError
+from skbnn import LaplaceMLPClassifier, LaplaceMLPRegressor, TrainingDivergedError
 
 FAST = dict(hidden_layer_sizes=(5,), max_iter=20, random_state=0)
 N, D = 20, 3

@@ -6,7 +6,7 @@ from numpy.testing import assert_allclose
 from scipy.stats import norm
 
 from skbnn import LaplaceMLPRegressor
-from skbnn._mixture import mixture_quantile
+from skbnn._predictive import mixture_quantile
 
 
 def _smooth_task(n, rng):

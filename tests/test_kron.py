@@ -11,7 +11,7 @@ from skbnn._kron import KronCurvature, fit_kron_curvature, kron_glm_outputs
 from skbnn._likelihoods import BernoulliLikelihood, CategoricalLikelihood, GaussianLikelihood
 from skbnn._loo import loo_logits
 from skbnn._network import build_mlp, last_layer_parameter_names
-from skbnn._posterior import LaplacePosterior
+from skbnn._posterior import GaussianPosterior
 
 LIKELIHOODS = {
     "gaussian": (lambda: GaussianLikelihood(torch.tensor([0.5, 2.0], dtype=torch.float64)), 2),
@@ -116,7 +116,7 @@ def test_eigenbasis_is_orthogonal_and_posterior_matches_dense():
     assert_allclose(kron.dense(), rotation.T @ torch.diag(eigenvalues) @ rotation, atol=1e-12)
 
     delta, noise_scale = 0.3, 2.0
-    posterior = LaplacePosterior(
+    posterior = GaussianPosterior(
         torch.zeros(P, dtype=torch.float64), kron, delta, noise_scale, names
     )
     precision = kron.dense() / noise_scale**2 + delta * eye
@@ -303,7 +303,7 @@ def test_wide_input_factor_is_decomposed_through_its_rank(name, monkeypatch):
     )
     mean = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
     wide, dense = (
-        LaplacePosterior(
+        GaussianPosterior(
             mean,
             curvature,
             torch.tensor([0.3, 1.0, 2.0]),
@@ -352,8 +352,7 @@ def test_ordinary_inputs_keep_the_dense_factor_eigh(monkeypatch):
 
 
 def test_pooling_wide_chunks_keeps_the_rank_and_ordinary_chunks_the_dense_eigh(monkeypatch):
-    """accumulate_curvature (partial_fit): G₁ + G₂ and (N₁A₁ + N₂A₂)/N, exact for wide chunks."""
-    from skbnn._curvature import accumulate_curvature
+    """accumulate (partial_fit): G₁ + G₂ and (N₁A₁ + N₂A₂)/N; exact for wide chunks."""
 
     module, likelihood, X, weights = make_problem("bernoulli", n=30, n_features=20, seed=6)
     names = all_names(module)
@@ -371,7 +370,7 @@ def test_pooling_wide_chunks_keeps_the_rank_and_ordinary_chunks_the_dense_eigh(m
     ]
     n1, n2 = float(weights[:4].sum()), float(weights[4:9].sum())
     sizes = spy_on_eigh(monkeypatch)
-    pooled = accumulate_curvature(*wide, n1, n2)
+    pooled = wide[0].accumulate(wide[1], n1, n2)
     assert max(sizes) <= 9  # no 21 × 21 eigh: the two chunks' roots have 4 + 5 rows
     monkeypatch.undo()
     assert int((pooled.input_eigenvalues[0] == 0).sum()) == 21 - 9
@@ -384,5 +383,5 @@ def test_pooling_wide_chunks_keeps_the_rank_and_ordinary_chunks_the_dense_eigh(m
         for r in (slice(0, 25), slice(25, 30))
     ]
     n1, n2 = float(weights[:25].sum()), float(weights[25:].sum())
-    pooled = accumulate_curvature(*ordinary, n1, n2)
+    pooled = ordinary[0].accumulate(ordinary[1], n1, n2)
     assert torch.equal(pooled.dense(), pooled_reference(*ordinary, n1, n2).dense())

@@ -16,7 +16,7 @@ from skbnn._evidence import (
 )
 from skbnn._likelihoods import GaussianLikelihood
 from skbnn._network import build_mlp, layer_sizes
-from skbnn._posterior import LaplacePosterior
+from skbnn._posterior import GaussianPosterior
 
 SIZES = (5, 3, 4)
 
@@ -92,7 +92,7 @@ def test_layerwise_posterior_matches_dense_structured_precision(structure):
     curvature = fit_curvature(module, likelihood, X, weights, names, structure)
     sizes = layer_sizes(module, names)
     delta, c = np.array([0.3, 2.0]), 1.7
-    posterior = LaplacePosterior(
+    posterior = GaussianPosterior(
         torch.zeros(curvature.n_params, dtype=torch.float64),
         curvature,
         delta,

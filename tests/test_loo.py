@@ -13,15 +13,15 @@ from sklearn.base import clone
 from sklearn.datasets import make_classification
 
 from skbnn import LaplaceMLPClassifier
-from skbnn._base import glm_outputs
 from skbnn._curvature import fit_curvature, ggn_matrix
 from skbnn._jacobians import jacobians
 from skbnn._kron import KronCurvature
 from skbnn._likelihoods import BernoulliLikelihood, CategoricalLikelihood
+from skbnn._links import probit_proba
 from skbnn._loo import loo_logits, output_curvature_and_gradient
 from skbnn._network import build_mlp, layer_sizes
-from skbnn._posterior import LaplacePosterior
-from skbnn._predictive import probit_proba
+from skbnn._posterior import GaussianPosterior
+from skbnn._predictive import glm_outputs
 
 DELTA = 0.7
 
@@ -38,7 +38,7 @@ def make_problem(n_classes, structure, n=15, seed=0):
     likelihood = BernoulliLikelihood() if n_classes == 2 else CategoricalLikelihood()
     names = [name for name, _ in module.named_parameters()]
     curvature = fit_curvature(module, likelihood, X, weights, names, structure)
-    posterior = LaplacePosterior(
+    posterior = GaussianPosterior(
         mean=torch.cat([p.detach().reshape(-1) for p in module.parameters()]),
         curvature=curvature,
         prior_precision=torch.tensor([DELTA, 2 * DELTA]) if structure != "full" else DELTA,

@@ -14,17 +14,15 @@ from torch import nn
 
 from skbnn._likelihoods import GaussianLikelihood
 from skbnn._network import (
-    TrainingConfig,
-    TrainingDivergedError,
     build_mlp,
     flat_parameters,
     last_layer_parameter_names,
     layer_sizes,
     row_blocks,
     set_flat_parameters,
-    train_map,
     unflatten_parameters,
 )
+from skbnn._training import MapTrainer, TrainingConfig, TrainingDivergedError, train_map
 
 
 def mlp(seed=0, hidden=(5, 4), activation="tanh"):
@@ -148,8 +146,8 @@ def ridge_map(X, y, weights, delta, sigma):
     return np.linalg.solve(precision, Phi.T @ (weights * y) / sigma**2)
 
 
-def train_linear(problem, max_iter, seed=0, on_epoch_end=None, y=None):
-    """Full-batch training of a linear model; ``on_epoch_end(module, epoch)``."""
+def linear_training(problem, max_iter, seed=0, y=None):
+    """A linear model, its Gaussian loss and the arguments of train_map, full-batch."""
     X, y_default, weights = problem
     module = build_mlp(
         3, [], 1, "tanh", dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
@@ -157,18 +155,28 @@ def train_linear(problem, max_iter, seed=0, on_epoch_end=None, y=None):
     likelihood = GaussianLikelihood(torch.tensor([SIGMA], dtype=torch.float64))
     targets = torch.tensor(y_default if y is None else y)[:, None]
     config = TrainingConfig(max_iter=max_iter, batch_size=len(X), learning_rate_init=0.05)
+    data = (torch.tensor(X), targets, torch.tensor(weights))
+    return module, likelihood.negative_log_likelihood, data, config
+
+
+def train_linear(problem, max_iter, seed=0, y=None):
+    module, loss, data, config = linear_training(problem, max_iter, seed, y)
+    generator = torch.Generator().manual_seed(seed)
     result = train_map(
-        module,
-        likelihood.negative_log_likelihood,
-        torch.tensor(X),
-        targets,
-        torch.tensor(weights),
-        config=config,
-        prior_precision=lambda: DELTA,
-        generator=torch.Generator().manual_seed(seed),
-        on_epoch_end=None if on_epoch_end is None else lambda epoch: on_epoch_end(module, epoch),
+        module, loss, *data, config=config, prior_precision=DELTA, generator=generator
     )
     return module, result
+
+
+def train_linear_epochwise(problem, max_iter, after_epoch, seed=0):
+    """The loop of train_map with MapTrainer, calling ``after_epoch(module, epoch)``."""
+    module, loss, data, config = linear_training(problem, max_iter, seed)
+    trainer = MapTrainer(module, *data, config, torch.Generator().manual_seed(seed))
+    with trainer.interruptible():
+        for epoch in trainer.epochs():
+            trainer.run_epoch(loss, DELTA)
+            after_epoch(module, epoch)
+    return module, trainer.finish()
 
 
 def test_full_batch_training_reaches_the_weighted_ridge_map(ridge_problem):
@@ -198,9 +206,10 @@ def test_keyboard_interrupt_stops_training_and_keeps_the_weights(ridge_problem):
             raise KeyboardInterrupt
 
     # The same run, uninterrupted, records the weights at the end of each epoch.
-    _, reference_run = train_linear(ridge_problem, max_iter=50, on_epoch_end=record)
+    _, reference_run = train_linear_epochwise(ridge_problem, 50, record)
+    assert reference_run.loss_curve == train_linear(ridge_problem, 50)[1].loss_curve
     with pytest.warns(UserWarning, match=f"interrupted at epoch {stop_at}"):
-        module, result = train_linear(ridge_problem, max_iter=50, on_epoch_end=interrupt)
+        module, result = train_linear_epochwise(ridge_problem, 50, interrupt)
     assert result.interrupted
     assert result.n_iter == stop_at and len(result.loss_curve) == stop_at
     assert_allclose(result.loss_curve, reference_run.loss_curve[:stop_at], rtol=0)

@@ -1,4 +1,4 @@
-"""LaplacePosterior against dense numpy: P = s·G + δI (s = 1/c²) and Σ = P⁻¹ for each structure.
+"""GaussianPosterior against dense numpy: P = s·G + δI (s = 1/c²) and Σ = P⁻¹ for each structure.
 
 Each case builds a curvature object from known matrices and the same GGN G as a dense (P, P)
 array, independently of the curvature's own ``dense()``: a random PSD matrix (full), a low-rank
@@ -15,7 +15,7 @@ from scipy.linalg import block_diag
 
 from skbnn._curvature import DiagCurvature, FullCurvature
 from skbnn._kron import KronCurvature
-from skbnn._posterior import LaplacePosterior
+from skbnn._posterior import GaussianPosterior
 
 NOISE_SCALE = 1.7  # c; the likelihood curvature is scaled by s = 1/c²
 KRON_LAYERS = [(3, 2), (2, 3)]  # (out, in) of each Linear layer: 3·(2+1) + 2·(3+1) = 17 params
@@ -78,7 +78,7 @@ def build(structure, delta, seed=0, linearization_point=False):
     rng = np.random.RandomState(seed + 100)
     mean = torch.tensor(rng.randn(P))
     point = torch.tensor(rng.randn(P)) if linearization_point else None
-    posterior = LaplacePosterior(
+    posterior = GaussianPosterior(
         mean,
         curvature,
         delta,

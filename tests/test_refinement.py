@@ -15,7 +15,7 @@ from skbnn import LaplaceMLPClassifier, LaplaceMLPRegressor
 from skbnn._curvature import fit_curvature
 from skbnn._likelihoods import GaussianLikelihood
 from skbnn._network import build_mlp, flat_parameters
-from skbnn._posterior import LaplacePosterior
+from skbnn._posterior import GaussianPosterior
 from skbnn._refinement import damped_newton_step, regularized_loss
 
 DELTA, SIGMA = 2.0, 0.4
@@ -94,7 +94,7 @@ def small_network():
     names = [name for name, _ in module.named_parameters()]
     likelihood = GaussianLikelihood(torch.tensor([0.5, 2.0], dtype=torch.float64))
     curvature = fit_curvature(module, likelihood, X, weights, names, "full")
-    posterior = LaplacePosterior(
+    posterior = GaussianPosterior(
         mean=flat_parameters(module, names),
         curvature=curvature,
         prior_precision=0.8,

@@ -41,12 +41,14 @@ def classification_data(n_classes=2):
 
 def _regressor_outputs(model, X):
     mean, std = model.predict(X, return_std=True)
+    first = model.members_[0]
     return {
         "mean": mean,
         "std": std,
         "prior_precision": np.atleast_1d(model.prior_precision_),
-        # The heteroscedastic model has no single noise level.
-        "sigma_noise": np.atleast_1d(getattr(model, "sigma_noise_", np.nan)),
+        # The first network's noise (sigma_noise_ is the mixture's for an ensemble); the
+        # heteroscedastic model has no single noise level.
+        "sigma_noise": np.atleast_1d(np.nan if first.sigma_noise is None else first.sigma_noise),
         "log_evidence": np.atleast_1d(model.log_marginal_likelihood_value_),
         "kernel": model.kernel(X[:5]),
     }

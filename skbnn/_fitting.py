@@ -1,0 +1,445 @@
+"""The fit of one network, as a recipe: train, curvature, evidence, refinement, posterior.
+
+:func:`fit_network` reads as the algorithm (Immer et al. 2021, Alg. 1, with MacKay's evidence):
+
+1. train the MAP network; with online tuning, every few epochs compute the GGN at the current
+   weights and set δ (and σ) to the maximiser of the Laplace evidence (:class:`EvidenceSchedule`),
+   remembering the weights of the highest evidence (:class:`EvidenceCheckpoint`);
+2. the GGN at the trained weights, δ and σ by the evidence; the checkpoint's weights instead if
+   their evidence was higher;
+3. Levenberg–Marquardt steps towards the MAP (:func:`refine_towards_map`);
+4. per-output noise of multi-output regression by MacKay's fixed point
+   (:func:`update_noise_per_output`), alternated with refits of the GGN;
+5. the Laplace posterior N(θ*, (G/c² + δI)⁻¹), or the GGN-VI posterior started from it.
+
+Every step takes the :class:`Problem` (network, likelihood and data, built once per fit) and
+returns what it computed; the hyperparameters are values passed along, never changed in place.
+
+Immer, A. et al. (2021). Scalable marginal likelihood estimation for model selection in deep
+learning. ICML.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from skbnn._curvature import fit_curvature
+from skbnn._evidence import (
+    NOISE_SCALE_BOUNDS,
+    EvidenceTerms,
+    log_marginal_likelihood,
+    maximize_log_marginal_likelihood,
+)
+from skbnn._network import flat_parameters, layer_sizes, row_blocks, set_flat_parameters
+from skbnn._posterior import GaussianPosterior
+from skbnn._predictive import glm_outputs
+from skbnn._refinement import damped_newton_step, regularized_loss
+from skbnn._training import MapTrainer, TrainingConfig, TrainingDivergedError, TrainingResult
+from skbnn._variational import ElboParts, fit_glm_vi
+
+# evidence_tuning="online": refresh δ, σ this many times, after this fraction of the epochs.
+ONLINE_EVIDENCE_UPDATES = 20
+ONLINE_EVIDENCE_BURN_IN = 0.1
+# The prior precision δ of the first epochs, until the evidence first sets it.
+INITIAL_PRIOR_PRECISION = 1.0
+# Per-output noise of multi-output regression: fixed-point rounds after training.
+PER_OUTPUT_NOISE_ROUNDS = 3
+# Levenberg–Marquardt refinement: each step tries at most this many dampings λ (λ grows tenfold
+# after a rejected trial and shrinks threefold after an accepted one); the steps end once the
+# predicted decrease of the regularised loss is below this many nats.
+MAP_REFINEMENT_TRIES = 6
+MAP_REFINEMENT_DAMPING_INCREASE = 10.0
+MAP_REFINEMENT_DAMPING_DECREASE = 3.0
+MAP_REFINEMENT_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One network and its training data, built once per fit and passed to every step.
+
+    ``module`` is trained in place (training dtype, on ``X``'s device); the likelihood's
+    reference noise may be moved by :func:`update_noise_per_output`.
+    """
+
+    module: nn.Sequential
+    likelihood: object
+    param_names: list[str]
+    structure: str
+    X: torch.Tensor
+    y: torch.Tensor
+    weights: torch.Tensor
+
+    @functools.cached_property
+    def float64(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """X, y and weights in float64 (integer class labels stay as they are)."""
+        y = self.y.to(torch.float64) if self.y.is_floating_point() else self.y
+        return self.X.to(torch.float64), y, self.weights.to(torch.float64)
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """The prior precision δ (one, or one per layer) and the noise scale c."""
+
+    prior_precision: float | np.ndarray
+    noise_scale: float
+
+
+@dataclass(frozen=True)
+class Laplace:
+    """The network in float64 at the current weights, its GGN and the evidence's data terms."""
+
+    module: nn.Sequential
+    curvature: object
+    terms: EvidenceTerms
+
+    def posterior(self, hyper: Hyperparameters, param_names) -> GaussianPosterior:
+        """N(θ*, (G/c² + δI)⁻¹) at these weights and the given δ, c."""
+        return GaussianPosterior(
+            mean=flat_parameters(self.module, param_names),
+            curvature=self.curvature,
+            prior_precision=hyper.prior_precision,
+            noise_scale=hyper.noise_scale,
+            param_names=param_names,
+            layer_sizes=layer_sizes(self.module, param_names),
+        )
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    """How δ and c are tuned: which are fixed, per layer or not, online or post hoc."""
+
+    fixed_prior_precision: float | None
+    fixed_noise_scale: float | None
+    layerwise: bool
+    online: bool
+    keep_best: bool
+    # Subtracted from a per-row log-likelihood of the internal targets for y's units.
+    log_likelihood_shift: float = 0.0
+
+    def initial(self) -> Hyperparameters:
+        fixed = self.fixed_prior_precision
+        return Hyperparameters(
+            INITIAL_PRIOR_PRECISION if fixed is None else fixed, self.fixed_noise_scale or 1.0
+        )
+
+    def maximize(self, terms: EvidenceTerms, hyper: Hyperparameters) -> Hyperparameters:
+        """The δ, c (those not fixed) that maximise log Z, started from ``hyper``."""
+        if self.fixed_prior_precision is not None and self.fixed_noise_scale is not None:
+            return hyper
+        delta, c, _ = maximize_log_marginal_likelihood(
+            terms,
+            prior_precision=self.fixed_prior_precision,
+            noise_scale=self.fixed_noise_scale,
+            init=(hyper.prior_precision, hyper.noise_scale),
+            layerwise=self.layerwise,
+        )
+        return Hyperparameters(delta, c)
+
+    def log_evidence(self, terms: EvidenceTerms, hyper: Hyperparameters) -> float:
+        """log Z at δ, c, in y's units."""
+        value = log_marginal_likelihood(terms, hyper.prior_precision, hyper.noise_scale)
+        return value - terms.n_data * self.log_likelihood_shift
+
+    def tunes_noise_per_output(self, likelihood) -> bool:
+        return (
+            likelihood.name == "gaussian"
+            and likelihood.noise_std.shape[0] > 1
+            and self.fixed_noise_scale is None
+        )
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """The resolved options of one network's fit."""
+
+    training: TrainingConfig
+    evidence: EvidenceSettings
+    refinement_steps: int
+    inference: str
+    warm_up_epochs: int
+
+
+@dataclass
+class FittedNetwork:
+    """What a fit produces for one network (on the CPU)."""
+
+    module: nn.Sequential
+    posterior: GaussianPosterior
+    terms: EvidenceTerms
+    likelihood: object
+    hyperparameters: Hyperparameters
+    training: TrainingResult
+    scores: list[float]
+    elbo: ElboParts | None = None
+    elbo_curve: list[float] | None = field(default=None)
+
+
+def fit_network(problem, settings, generator, validation=None) -> FittedNetwork:
+    """Fit one network and its posterior; see the module docstring for the steps."""
+    evidence = settings.evidence
+    training, hyper, scores, best = train_with_online_evidence(
+        problem, settings, generator, validation
+    )
+    laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
+    if best.score > evidence.log_evidence(laplace.terms, hyper):
+        # The evidence peaked during training: keep those weights (Immer et al. 2021).
+        hyper = best.restore(problem)
+        laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
+    if settings.refinement_steps:
+        laplace, hyper = refine_towards_map(
+            problem, evidence, laplace, hyper, settings.refinement_steps
+        )
+    for _ in range(
+        PER_OUTPUT_NOISE_ROUNDS if evidence.tunes_noise_per_output(problem.likelihood) else 0
+    ):
+        # Each round moves the per-output noise ratios; the GGN depends on them, so refit it.
+        hyper = update_noise_per_output(problem, laplace, hyper)
+        laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
+    scores.append(evidence.log_evidence(laplace.terms, hyper))
+    posterior = laplace.posterior(hyper, problem.param_names)
+    elbo = elbo_curve = None
+    if settings.inference == "ggn-vi":
+        posterior, elbo, elbo_curve = fit_glm_vi(
+            laplace.module,
+            problem.likelihood,
+            *problem.float64,
+            posterior,
+            problem.structure,
+            tune_prior=evidence.fixed_prior_precision is None,
+            generator=generator,
+        )
+        hyper = Hyperparameters(posterior.prior_precision, posterior.noise_scale)
+    return FittedNetwork(
+        module=laplace.module.cpu(),
+        posterior=posterior_to_cpu(posterior),
+        terms=laplace.terms,
+        likelihood=problem.likelihood,
+        hyperparameters=hyper,
+        training=training,
+        scores=scores,
+        elbo=elbo,
+        elbo_curve=elbo_curve,
+    )
+
+
+def train_with_online_evidence(problem, settings, generator, validation):
+    """Step 1: MAP training, with δ and c refreshed by the evidence on the schedule.
+
+    Returns the training record, the hyperparameters at its end, the log evidence of each
+    refresh and the checkpoint of the highest one.
+    """
+    likelihood, evidence = problem.likelihood, settings.evidence
+    hyper, scores, best = evidence.initial(), [], EvidenceCheckpoint()
+    keep_best = evidence.keep_best and not settings.training.early_stopping
+    schedule = EvidenceSchedule(
+        settings.training.max_iter, settings.warm_up_epochs, evidence.online
+    )
+    trainer = MapTrainer(
+        problem.module, problem.X, problem.y, problem.weights, settings.training, generator,
+        validation,
+    )  # fmt: skip
+    with trainer.interruptible():
+        for epoch in trainer.epochs():
+            likelihood_loss = functools.partial(
+                likelihood.negative_log_likelihood, noise_scale=hyper.noise_scale
+            )
+            loss = likelihood.warm_up_loss if schedule.warming_up(epoch) else likelihood_loss
+            trainer.run_epoch(loss, hyper.prior_precision, validation_loss_fn=likelihood_loss)
+            if schedule.refreshes_after(epoch):
+                laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
+                scores.append(evidence.log_evidence(laplace.terms, hyper))
+                if keep_best:
+                    best.offer(scores[-1], problem, hyper)
+                if evidence.tunes_noise_per_output(likelihood):
+                    hyper = update_noise_per_output(problem, laplace, hyper)
+            if trainer.should_stop:
+                break
+    return trainer.finish(), hyper, scores, best
+
+
+@dataclass(frozen=True)
+class EvidenceSchedule:
+    """When online tuning refreshes δ and c: ~``ONLINE_EVIDENCE_UPDATES`` times after a burn-in
+    of ``ONLINE_EVIDENCE_BURN_IN`` of the epochs (and after any warm-up), never after the last
+    epoch, which the post-hoc step covers."""
+
+    n_epochs: int
+    warm_up_epochs: int
+    online: bool
+
+    def warming_up(self, epoch: int) -> bool:
+        """Epoch ``epoch`` (1-based) trains with the warm-up loss."""
+        return epoch <= self.warm_up_epochs
+
+    def refreshes_after(self, epoch: int) -> bool:
+        if not self.online or epoch < self.warm_up_epochs:
+            return False
+        burn_in = math.ceil(ONLINE_EVIDENCE_BURN_IN * self.n_epochs)
+        every = max(1, (self.n_epochs - burn_in) // ONLINE_EVIDENCE_UPDATES)
+        return burn_in <= epoch < self.n_epochs and (epoch - burn_in) % every == 0
+
+
+class EvidenceCheckpoint:
+    """The weights and hyperparameters with the highest log evidence offered so far."""
+
+    def __init__(self):
+        self.score = -math.inf
+
+    def offer(self, score: float, problem: Problem, hyper: Hyperparameters) -> None:
+        if score > self.score:
+            self.score = score
+            self.state = copy.deepcopy(problem.module.state_dict())
+            self.hyper = hyper
+            self.noise_std = copy.deepcopy(getattr(problem.likelihood, "noise_std", None))
+
+    def restore(self, problem: Problem) -> Hyperparameters:
+        """Put the checkpoint's weights (and reference noise) back; returns its δ, c."""
+        problem.module.load_state_dict(self.state)
+        if self.noise_std is not None:
+            problem.likelihood.noise_std = self.noise_std
+        return self.hyper
+
+
+def laplace_and_evidence(problem, evidence, hyper) -> tuple[Laplace, Hyperparameters]:
+    """The GGN at the current weights, then δ and c that maximise the evidence there."""
+    laplace = laplace_at(problem)
+    return laplace, evidence.maximize(laplace.terms, hyper)
+
+
+def laplace_at(problem: Problem) -> Laplace:
+    """The GGN at the module's current weights (float64) and the evidence's data terms."""
+    module64 = copy.deepcopy(problem.module).to(torch.float64)
+    X, y, weights = problem.float64
+    likelihood, names = problem.likelihood, problem.param_names
+    with torch.no_grad():  # in blocks: one float64 forward pass of all rows is large
+        data_fit = sum(
+            float((weights[rows] * likelihood.data_fit(module64(X[rows]), y[rows])).sum())
+            for rows in row_blocks(X.shape[0])
+        )
+    map_norm_sq = float(flat_parameters(module64, names).square().sum())
+    # The training loss was finite, yet float64 outputs or curvature may still overflow.
+    _check_finite_at_map([data_fit, map_norm_sq])
+    try:
+        curvature = fit_curvature(module64, likelihood, X, weights, names, problem.structure)
+    except torch.linalg.LinAlgError as error:
+        raise TrainingDivergedError(
+            f"The GGN at the trained weights could not be decomposed ({error}). Lower "
+            "learning_rate_init or standardise X and y."
+        ) from error
+    terms = EvidenceTerms(
+        eigenvalues=curvature.spectrum().cpu().numpy(),
+        map_norm_sq=map_norm_sq,
+        n_data=float(weights.sum()),
+        n_outputs=module64[-1].out_features,
+        data_fit=data_fit,
+        gaussian=likelihood.name == "gaussian",
+        log_noise_ref=likelihood.log_noise_ref,
+        group_sizes=layer_sizes(module64, names),
+        group_norms_sq=_layer_norms_sq(module64, names),
+    )
+    _check_finite_at_map(terms.eigenvalues)
+    return Laplace(module64, curvature, terms)
+
+
+def refine_towards_map(problem, evidence, laplace, hyper, n_steps):
+    """Step 3: Levenberg–Marquardt steps from the trained weights, keeping the highest evidence.
+
+    After each accepted step the GGN and δ, c are refitted, so the evidence of every point on
+    the path is at its own best hyperparameters and the points can be compared (MacKay 1992).
+    The trained weights are the first candidate: the evidence never drops.
+    """
+    best = EvidenceCheckpoint()
+    best.offer(evidence.log_evidence(laplace.terms, hyper), problem, hyper)
+    data = problem.float64
+    damping = None
+    for _ in range(n_steps):
+        posterior = laplace.posterior(hyper, problem.param_names)
+        theta = posterior.mean
+        loss, gradient = regularized_loss(
+            laplace.module, problem.likelihood, *data, posterior, theta, gradient=True
+        )
+        if damping is None:
+            damping = float(posterior.prior_precision_vector.mean())
+        step, damping = _damped_step(laplace.module, problem, posterior, loss, gradient, damping)
+        if step is None:
+            break  # no decrease even for a short step: at a (local) minimum
+        set_flat_parameters(problem.module, problem.param_names, theta - step)
+        laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
+        best.offer(evidence.log_evidence(laplace.terms, hyper), problem, hyper)
+        if float(gradient @ step) < MAP_REFINEMENT_TOLERANCE:
+            break  # the predicted decrease of the regularised loss is negligible
+    if best.score > evidence.log_evidence(laplace.terms, hyper):
+        hyper = best.restore(problem)
+        laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
+    return laplace, hyper
+
+
+def _damped_step(module64, problem, posterior, loss, gradient, damping):
+    """The first damped Gauss–Newton step that lowers the regularised loss, and the new λ."""
+    for _ in range(MAP_REFINEMENT_TRIES):
+        step = damped_newton_step(posterior, gradient, damping)
+        candidate = posterior.mean - step
+        trial = regularized_loss(
+            module64, problem.likelihood, *problem.float64, posterior, candidate
+        )
+        if trial[0] < loss:
+            return step, damping / MAP_REFINEMENT_DAMPING_DECREASE
+        damping *= MAP_REFINEMENT_DAMPING_INCREASE
+    return None, damping
+
+
+def update_noise_per_output(problem, laplace, hyper) -> Hyperparameters:
+    """MacKay's fixed point per output: σ_k² = R_k / (N − γ_k), with γ_k = Σ_n w_n V_nkk/σ_k².
+
+    It is where ∂ log Z/∂ log σ_k = R_k/σ_k² − N + γ_k vanishes, R_k the weighted residual sum
+    of squares of output k and V_n = J_n Σ J_nᵀ at the training points. The new noise levels
+    become the likelihood's reference noise (its GGN changes with them) and c returns to 1.
+    """
+    likelihood = problem.likelihood
+    X, y, weights = problem.float64
+    w = weights[:, None]
+    f, cov = glm_outputs(laplace.module, laplace.posterior(hyper, problem.param_names), X)
+    residual_sq = (w * (y - f).square()).sum(0)
+    variance = (w * torch.diagonal(cov, dim1=1, dim2=2)).sum(0)
+    noise_var = (hyper.noise_scale * likelihood.noise_std.to(variance)) ** 2
+    gamma = variance / noise_var
+    n_data = float(w.sum())
+    new_var = residual_sq / (n_data - gamma).clamp_min(1e-12 * n_data)
+    low, high = NOISE_SCALE_BOUNDS
+    likelihood.noise_std = new_var.sqrt().clamp(low, high).to(likelihood.noise_std)
+    return replace(hyper, noise_scale=1.0)
+
+
+def posterior_to_cpu(posterior: GaussianPosterior) -> GaussianPosterior:
+    lin = posterior.linearization_point
+    return replace(
+        posterior,
+        mean=posterior.mean.cpu(),
+        curvature=posterior.curvature.cpu(),
+        linearization_point=None if lin is None else lin.cpu(),
+    )
+
+
+def _layer_norms_sq(module, names):
+    """‖θ_l‖² of each Linear layer among ``names``, in order."""
+    params = dict(module.named_parameters())
+    norms: dict[str, float] = {}
+    for name in names:
+        layer = name.rsplit(".", 1)[0]
+        norms[layer] = norms.get(layer, 0.0) + float(params[name].detach().square().sum())
+    return tuple(norms.values())
+
+
+def _check_finite_at_map(values):
+    if not np.isfinite(values).all():
+        raise TrainingDivergedError(
+            "The network's outputs or curvature at the trained weights are not finite. Lower "
+            "learning_rate_init or standardise X and y."
+        )
