@@ -7,7 +7,8 @@ For each data set, in one process and one thread: the default ``LaplaceMLPRegres
 fit times on the same training rows, repeated and the median kept. Then one profiled default
 fit per data set (cProfile), its time split into the phases of the fit recipe
 (:mod:`skbnn._fitting`): training epochs, online evidence refreshes, the post-hoc Laplace step,
-refinement, GGN-VI, the classifier's leave-one-out temperature, and the rest.
+refinement, GGN-VI, the classifier's leave-one-out temperature, and the rest (over all networks
+of an ensemble).
 
     python benchmarks/cost.py                 # all sets, writes a section of RESULTS.md
     python benchmarks/cost.py --sets yacht    # a subset; --no-write prints only
@@ -49,14 +50,19 @@ from skbnn import LaplaceMLPClassifier, LaplaceMLPRegressor
 
 REGRESSION = ["bostonHousing", "concrete", "yacht"]
 CLASSIFICATION = ["breast_cancer", "digits"]
-# Phases of a fit, by the functions of the recipe whose cumulative time they are.
+# Phases of a fit: (file, function, calling function or None for any caller) whose cumulative
+# time they are; what is left of the fit's time is "other".
 PHASES = {
-    "training epochs": ("_training.py", "_steps"),
-    "online evidence refreshes": ("_fitting.py", "train_with_online_evidence"),
-    "post-hoc Laplace + evidence": ("_fitting.py", "laplace_and_evidence"),
-    "refinement": ("_fitting.py", "refine_towards_map"),
-    "GGN-VI": ("_variational.py", "fit_glm_vi"),
-    "LOO temperature": ("classifier.py", "_fit_predictive"),
+    "training epochs": ("_training.py", "_steps", None),
+    "online evidence refreshes": (
+        "_fitting.py",
+        "laplace_and_evidence",
+        "train_with_online_evidence",
+    ),
+    "post-hoc GGN + evidence": ("_fitting.py", "laplace_and_evidence", "fit_network"),
+    "refinement": ("_fitting.py", "refine_towards_map", None),
+    "GGN-VI": ("_variational.py", "fit_glm_vi", None),
+    "LOO temperature": ("classifier.py", "_fit_predictive", None),
 }
 
 
@@ -112,15 +118,19 @@ def profile_phases(name, X, y):
     profiler.runcall(model.fit, X, y)
     total = time.perf_counter() - start
     stats = pstats.Stats(profiler).stats
-    cumulative = {}
-    for (filename, _, function), (_, _, _, cum, _) in stats.items():
-        for phase, (file_suffix, function_name) in PHASES.items():
-            if filename.endswith(file_suffix) and function == function_name:
-                cumulative[phase] = cumulative.get(phase, 0.0) + cum
-    # The refreshes run inside training's loop: their share is what the loop spends beyond steps.
-    loop = cumulative.pop("online evidence refreshes", 0.0)
-    cumulative["online evidence refreshes"] = max(0.0, loop - cumulative["training epochs"])
-    return total, cumulative
+    phases = {}
+    for phase, (file_suffix, function_name, caller_name) in PHASES.items():
+        seconds = 0.0
+        for (filename, _, function), (_, _, _, cum, callers) in stats.items():
+            if not (filename.endswith(file_suffix) and function == function_name):
+                continue
+            if caller_name is None:
+                seconds += cum
+            else:
+                seconds += sum(c[3] for (_, _, name), c in callers.items() if name == caller_name)
+        phases[phase] = seconds
+    phases["other"] = max(0.0, total - sum(phases.values()))
+    return total, phases
 
 
 def main():
