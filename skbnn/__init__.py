@@ -6,9 +6,14 @@ predict with the linearised (GLM) predictive.
 """
 
 from skbnn._training import TrainingDivergedError
+from skbnn._version import InconsistentVersionWarning, __version__
 from skbnn.classifier import LaplaceMLPClassifier
 from skbnn.regressor import LaplaceMLPRegressor
 
-__version__ = "0.1.0"
-
-__all__ = ["LaplaceMLPClassifier", "LaplaceMLPRegressor", "TrainingDivergedError", "__version__"]
+__all__ = [
+    "InconsistentVersionWarning",
+    "LaplaceMLPClassifier",
+    "LaplaceMLPRegressor",
+    "TrainingDivergedError",
+    "__version__",
+]

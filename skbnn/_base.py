@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import warnings
 from abc import abstractmethod
 
 import numpy as np
@@ -46,6 +47,7 @@ from skbnn._validation import (
     check_total_weight,
     resolve_device,
 )
+from skbnn._version import InconsistentVersionWarning, __version__
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -412,6 +414,20 @@ class BaseLaplaceMLP(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_skbnn_version": __version__}
+
+    def __setstate__(self, state):
+        # As scikit-learn does for its own estimators: a pickle of another version may not mean
+        # the same thing here.
+        original = state.pop("_skbnn_version", "unknown")
+        if original != __version__:
+            warnings.warn(
+                InconsistentVersionWarning(type(self).__name__, __version__, original),
+                stacklevel=2,
+            )
+        super().__setstate__(state)
 
 
 def uses_laplace(estimator):

@@ -192,8 +192,9 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
     raises ValueError. Training whose loss becomes NaN or infinite raises
     ``TrainingDivergedError`` (a ValueError); a failed ``fit`` leaves a fitted estimator as it was.
 
-    Persistence: a fitted estimator pickles (``pickle``, ``joblib``) with its posterior. Load such
-    files only from trusted sources: unpickling can run arbitrary code.
+    Persistence: a fitted estimator pickles (``pickle``, ``joblib``) with its posterior and the
+    skbnn version; loading it under another version warns (``InconsistentVersionWarning``). Load
+    such files only from trusted sources: unpickling can run arbitrary code.
 
     References
     ----------
