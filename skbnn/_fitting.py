@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -183,39 +184,35 @@ class FittedNetwork:
 
 def fit_network(problem, settings, generator, validation=None) -> FittedNetwork:
     """Fit one network and its posterior; see the module docstring for the steps."""
-    evidence = settings.evidence
+    evidence, progress = settings.evidence, Progress(settings.training.verbose)
     training, hyper, scores, best = train_with_online_evidence(
         problem, settings, generator, validation
     )
+    progress.phase(f"Training: {training.n_iter} epochs, {len(scores)} evidence refreshes")
     laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
     if best.score > evidence.log_evidence(laplace.terms, hyper):
         # The evidence peaked during training: keep those weights (Immer et al. 2021).
         hyper = best.restore(problem)
         laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
+    progress.phase(f"GGN ({problem.structure}) and evidence at the trained weights")
     if settings.refinement_steps:
         laplace, hyper = refine_towards_map(
             problem, evidence, laplace, hyper, settings.refinement_steps
         )
-    for _ in range(
-        PER_OUTPUT_NOISE_ROUNDS if evidence.tunes_noise_per_output(problem.likelihood) else 0
-    ):
-        # Each round moves the per-output noise ratios; the GGN depends on them, so refit it.
-        hyper = update_noise_per_output(problem, laplace, hyper)
-        laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
+        progress.phase(f"Refinement: at most {settings.refinement_steps} Levenberg–Marquardt steps")
+    if evidence.tunes_noise_per_output(problem.likelihood):
+        for _ in range(PER_OUTPUT_NOISE_ROUNDS):
+            # Each round moves the per-output noise ratios; the GGN depends on them: refit it.
+            hyper = update_noise_per_output(problem, laplace, hyper)
+            laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
+        progress.phase(f"Per-output noise: {PER_OUTPUT_NOISE_ROUNDS} fixed-point rounds")
     scores.append(evidence.log_evidence(laplace.terms, hyper))
-    posterior = laplace.posterior(hyper, problem.param_names)
-    elbo = elbo_curve = None
-    if settings.inference == "ggn-vi":
-        posterior, elbo, elbo_curve = fit_glm_vi(
-            laplace.module,
-            problem.likelihood,
-            *problem.float64,
-            posterior,
-            problem.structure,
-            tune_prior=evidence.fixed_prior_precision is None,
-            generator=generator,
-        )
-        hyper = Hyperparameters(posterior.prior_precision, posterior.noise_scale)
+    progress.phase(f"Log evidence {scores[-1]:.6g} at {_describe(hyper)}", timed=False)
+    posterior, hyper, elbo, elbo_curve = _fit_posterior(
+        problem, settings, laplace, hyper, generator
+    )
+    if elbo is not None:
+        progress.phase(f"GGN-VI: {len(elbo_curve)} ELBO evaluations")
     return FittedNetwork(
         module=laplace.module.cpu(),
         posterior=posterior_to_cpu(posterior),
@@ -227,6 +224,46 @@ def fit_network(problem, settings, generator, validation=None) -> FittedNetwork:
         elbo=elbo,
         elbo_curve=elbo_curve,
     )
+
+
+def _fit_posterior(problem, settings, laplace, hyper, generator):
+    """Step 5: the Laplace posterior, or the GGN-VI one started from it (with its ELBO)."""
+    posterior = laplace.posterior(hyper, problem.param_names)
+    if settings.inference != "ggn-vi":
+        return posterior, hyper, None, None
+    posterior, elbo, elbo_curve = fit_glm_vi(
+        laplace.module,
+        problem.likelihood,
+        *problem.float64,
+        posterior,
+        problem.structure,
+        tune_prior=settings.evidence.fixed_prior_precision is None,
+        generator=generator,
+    )
+    return (
+        posterior,
+        Hyperparameters(posterior.prior_precision, posterior.noise_scale),
+        elbo,
+        elbo_curve,
+    )
+
+
+class Progress:
+    """With ``verbose``, one line per phase of the fit with the seconds since the last one."""
+
+    def __init__(self, verbose):
+        self.verbose, self.start = verbose, time.perf_counter()
+
+    def phase(self, message: str, timed: bool = True) -> None:
+        if self.verbose:
+            seconds = time.perf_counter() - self.start
+            print(f"{message} ({seconds:.2f} s)" if timed else message, flush=True)
+        self.start = time.perf_counter()
+
+
+def _describe(hyper: Hyperparameters) -> str:
+    delta = np.round(np.asarray(hyper.prior_precision, dtype=float), 6)
+    return f"prior precision {delta.tolist()}, noise scale {hyper.noise_scale:.6g}"
 
 
 def train_with_online_evidence(problem, settings, generator, validation):
@@ -255,6 +292,8 @@ def train_with_online_evidence(problem, settings, generator, validation):
             if schedule.refreshes_after(epoch):
                 laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
                 scores.append(evidence.log_evidence(laplace.terms, hyper))
+                if settings.training.verbose > 1:
+                    print(f"Evidence refresh after epoch {epoch}: {_describe(hyper)}", flush=True)
                 if keep_best:
                     best.offer(scores[-1], problem, hyper)
                 if evidence.tunes_noise_per_output(likelihood):

@@ -156,6 +156,7 @@ class MapTrainer:
     def finish(self) -> TrainingResult:
         """Restore the best validation weights; warn if ``max_iter`` cut training short."""
         result, config = self.result, self.config
+        self._report(result.n_iter, final=True)
         if self._best_state is not None:
             self.module.load_state_dict(self._best_state)
             result.best_validation_score = self._best_score
@@ -217,15 +218,17 @@ class MapTrainer:
             self._best_score = score
             self._best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
 
-    def _report(self, epoch: int) -> None:
+    def _report(self, epoch: int, final: bool = False) -> None:
+        """scikit-learn's MLP line, ``Iteration N, loss = …``: at the first epoch, about 20 times
+        in all, and at the last (``final``, from :meth:`finish`, once not printed yet)."""
         config = self.config
-        if config.verbose and (epoch == 1 or epoch % max(1, config.max_iter // 20) == 0):
-            elapsed = time.perf_counter() - self._start
-            print(
-                f"epoch {epoch:>5}/{config.max_iter}  loss {self.result.loss_curve[-1]:.6f}"
-                f"  {_progress_bar(epoch / config.max_iter)}  {elapsed:.1f}s",
-                flush=True,
-            )
+        every = max(1, config.max_iter // 20)
+        due = epoch == 1 or epoch % every == 0
+        if not config.verbose or epoch == 0 or (final and due) or not (due or final):
+            return
+        elapsed = time.perf_counter() - self._start
+        loss = self.result.loss_curve[-1]
+        print(f"Iteration {epoch}, loss = {loss:.8f} ({elapsed:.1f} s)", flush=True)
 
 
 def train_map(
@@ -268,8 +271,3 @@ def _still_improving(result: TrainingResult, config: TrainingConfig) -> bool:
         return False
     earlier = min(curve[:-window])
     return curve[-1] < earlier - config.tol * abs(earlier)
-
-
-def _progress_bar(fraction: float, width: int = 20) -> str:
-    filled = round(fraction * width)
-    return "[" + "#" * filled + "." * (width - filled) + "]"

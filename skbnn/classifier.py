@@ -490,6 +490,12 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         best = int(np.argmax(scores))  # the first, so the coldest, of equal scores
         self.posterior_temperature_ = temperatures[best]
         self.loo_log_likelihood_ = scores[best]
+        if self.verbose:
+            print(
+                f"Posterior temperature {self.posterior_temperature_:.4g}: leave-one-out "
+                f"log-likelihood {self.loo_log_likelihood_:.6g} per row",
+                flush=True,
+            )
 
     def _glm_outputs(self, X):
         mean, cov = super()._glm_outputs(X)

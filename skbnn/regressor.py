@@ -404,14 +404,12 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             np.iinfo(np.int32).max, size=self.ensemble_size_
         )[1:]
         single = clone(self).set_params(ensemble_size=1)
-        self.members_ = [
-            self._own_member(),
-            *(
-                clone(single).set_params(random_state=int(seed))
-                .fit(X, y, sample_weight)._own_member(int(seed))
-                for seed in seeds
-            ),
-        ]  # fmt: skip
+        self.members_ = [self._own_member()]
+        for index, seed in enumerate(seeds, start=2):
+            if self.verbose:
+                print(f"Network {index} of {self.ensemble_size_} (random_state={seed})", flush=True)
+            member = clone(single).set_params(random_state=int(seed)).fit(X, y, sample_weight)
+            self.members_.append(member._own_member(int(seed)))
         self._store_mixture_noise()
         return self
 

@@ -266,10 +266,19 @@ def test_too_few_iterations_raise_a_convergence_warning(regression_data):
         )
 
 
-def test_verbose_prints_progress(regression_data, capsys):
-    LaplaceMLPRegressor(**{**FAST, "verbose": 1}).fit(*regression_data)
-    out = capsys.readouterr().out
-    assert "epoch" in out and "loss" in out
+def test_verbose_prints_progress_like_scikit_learn(regression_data, capsys):
+    params = {**FAST, "max_iter": 45, "ensemble_size": 2, "verbose": 1}
+    reg = LaplaceMLPRegressor(**params).fit(*regression_data)
+    lines = capsys.readouterr().out.splitlines()
+    iterations = [line for line in lines if line.startswith("Iteration ")]
+    # Each network: the first epoch, every max_iter // 20 = 2nd, and the last one.
+    assert len(iterations) == 2 * (1 + 22 + 1)
+    assert iterations[0].startswith("Iteration 1, loss = ")
+    assert iterations[len(iterations) // 2 - 1].startswith("Iteration 45, loss = ")
+    assert f"Iteration 45, loss = {reg.loss_curve_[-1]:.8f}" in iterations[len(iterations) // 2 - 1]
+    for phase in ("Training: 45 epochs", "GGN (full) and evidence", "Refinement", "GGN-VI"):
+        assert sum(line.startswith(phase) for line in lines) == 2, phase
+    assert sum(line.startswith("Network 2 of 2") for line in lines) == 1
 
 
 def test_keyboard_interrupt_keeps_the_weights_so_far(regression_data, monkeypatch):
