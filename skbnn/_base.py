@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import numbers
-import warnings
 from abc import abstractmethod
 
 import numpy as np
@@ -37,6 +36,7 @@ from skbnn._fitting import (
     fit_network,
 )
 from skbnn._network import ACTIVATIONS, build_mlp, last_layer_parameter_names
+from skbnn._persistence import compact_state, rebuild_posterior, restore_state
 from skbnn._predictive import glm_jacobians, glm_outputs
 from skbnn._sequential import update_network
 from skbnn._training import TrainingConfig
@@ -47,7 +47,6 @@ from skbnn._validation import (
     check_total_weight,
     resolve_device,
 )
-from skbnn._version import InconsistentVersionWarning, __version__
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -220,6 +219,7 @@ class BaseLaplaceMLP(BaseEstimator):
             update.posterior,
             update.terms,
         )
+        self._ggn_rows = None  # the curvature now sums over chunks
         self._store_fitted_hyperparameters(update.hyperparameters, update.terms)
         self.scores_ = [*self.scores_, self._log_evidence(update.terms, update.hyperparameters)]
         self.n_iter_ += update.training.n_iter
@@ -305,6 +305,7 @@ class BaseLaplaceMLP(BaseEstimator):
         """The fitted attributes of one network's fit."""
         self.module_, self.posterior_ = fitted.module, fitted.posterior
         self._evidence_terms, self._likelihood = fitted.terms, fitted.likelihood
+        self._ggn_rows = fitted.ggn_rows
         self.hessian_structure_ = fitted.posterior.structure
         self.inference_ = settings.inference
         self.batch_size_ = settings.training.batch_size
@@ -416,18 +417,11 @@ class BaseLaplaceMLP(BaseEstimator):
         return tags
 
     def __getstate__(self):
-        return {**super().__getstate__(), "_skbnn_version": __version__}
+        return compact_state(super().__getstate__())
 
     def __setstate__(self, state):
-        # As scikit-learn does for its own estimators: a pickle of another version may not mean
-        # the same thing here.
-        original = state.pop("_skbnn_version", "unknown")
-        if original != __version__:
-            warnings.warn(
-                InconsistentVersionWarning(type(self).__name__, __version__, original),
-                stacklevel=2,
-            )
-        super().__setstate__(state)
+        super().__setstate__(restore_state(self, state))
+        rebuild_posterior(self)
 
 
 def uses_laplace(estimator):

@@ -79,6 +79,7 @@ class FullCurvature(Curvature):
     eigenvectors: torch.Tensor  # (P, r)
 
     structure = "full"
+    rebuild_when_pickled = True  # P × r eigenvectors
 
     @classmethod
     def from_matrix(cls, ggn: torch.Tensor) -> FullCurvature:

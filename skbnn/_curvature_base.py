@@ -35,6 +35,9 @@ class Curvature(ABC):
     # or properties of each structure.
     eigenvalues: torch.Tensor
     n_params: int
+    # A pickle stores the training rows instead of this curvature, and recomputes it at load
+    # time (skbnn._persistence): worth it where the curvature is far larger than the rows.
+    rebuild_when_pickled: ClassVar[bool] = False
 
     @abstractmethod
     def to(self, device) -> Curvature:

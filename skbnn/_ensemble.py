@@ -15,13 +15,15 @@ uncertainty in deep learning. arXiv:2111.03577.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import nn
 
 from skbnn._evidence import EvidenceTerms
+from skbnn._fitting import rebuild_curvature
+from skbnn._persistence import rebuildable
 from skbnn._posterior import GaussianPosterior
 from skbnn._predictive import glm_jacobians, glm_outputs, glm_samples, mixture_cross_covariance
 
@@ -55,6 +57,23 @@ class NetworkMember:
     random_state: int | None
     likelihood: object = field(repr=False)
     terms: EvidenceTerms = field(repr=False)
+    # The training rows that rebuild the posterior's curvature (see skbnn._fitting.FittedNetwork).
+    ggn_rows: tuple | None = field(default=None, repr=False)
+
+    def compact(self) -> NetworkMember:
+        """This member without a dense curvature that ``ggn_rows`` rebuilds (for pickling)."""
+        if not rebuildable(self.posterior, self.ggn_rows):
+            return self
+        return replace(self, posterior=replace(self.posterior, curvature=None))
+
+    def rebuilt(self, structure: str) -> NetworkMember:
+        """The member with the curvature that :meth:`compact` dropped recomputed."""
+        if self.posterior.curvature is not None:
+            return self
+        posterior = rebuild_curvature(
+            self.module, self.posterior, self.likelihood, self.ggn_rows, structure
+        )
+        return replace(self, posterior=posterior)
 
 
 def member_moments(member, X, y_scale):

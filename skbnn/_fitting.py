@@ -180,6 +180,9 @@ class FittedNetwork:
     scores: list[float]
     elbo: ElboParts | None = None
     elbo_curve: list[float] | None = field(default=None)
+    # The training rows (X, weights) whose GGN at ``module``'s weights is the posterior's
+    # curvature, when it is (not for classification GGN-VI, which averages the curvature over q).
+    ggn_rows: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def fit_network(problem, settings, generator, validation=None) -> FittedNetwork:
@@ -223,7 +226,23 @@ def fit_network(problem, settings, generator, validation=None) -> FittedNetwork:
         scores=scores,
         elbo=elbo,
         elbo_curve=elbo_curve,
+        ggn_rows=_ggn_rows(problem, settings),
     )
+
+
+def _ggn_rows(problem, settings):
+    """The rows that rebuild the posterior's curvature exactly (see FittedNetwork)."""
+    if settings.inference == "ggn-vi" and problem.likelihood.name != "gaussian":
+        return None
+    X, _, weights = problem.float64
+    return X.cpu(), weights.cpu()
+
+
+def rebuild_curvature(module, posterior, likelihood, rows, structure):
+    """The posterior with its ``structure`` curvature recomputed from the rows it was fitted on."""
+    X, weights = rows
+    curvature = fit_curvature(module, likelihood, X, weights, posterior.param_names, structure)
+    return replace(posterior, curvature=curvature)
 
 
 def _fit_posterior(problem, settings, laplace, hyper, generator):

@@ -193,8 +193,11 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
     ``TrainingDivergedError`` (a ValueError); a failed ``fit`` leaves a fitted estimator as it was.
 
     Persistence: a fitted estimator pickles (``pickle``, ``joblib``) with its posterior and the
-    skbnn version; loading it under another version warns (``InconsistentVersionWarning``). Load
-    such files only from trusted sources: unpickling can run arbitrary code.
+    skbnn version; loading it under another version warns (``InconsistentVersionWarning``). With
+    a dense GGN the pickle holds the training rows instead of the GGN's eigenvectors, and loading
+    recomputes them (one GGN per network: the same numbers, a smaller file, a slower load), as
+    GaussianProcessRegressor keeps ``X_train_``. Load such files only from trusted sources:
+    unpickling can run arbitrary code.
 
     References
     ----------

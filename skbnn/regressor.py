@@ -233,8 +233,11 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
     ``TrainingDivergedError`` (a ValueError); a failed ``fit`` leaves a fitted estimator as it was.
 
     Persistence: a fitted estimator pickles (``pickle``, ``joblib``) with its posterior and the
-    skbnn version; loading it under another version warns (``InconsistentVersionWarning``). Load
-    such files only from trusted sources: unpickling can run arbitrary code.
+    skbnn version; loading it under another version warns (``InconsistentVersionWarning``). With
+    a dense GGN the pickle holds the training rows instead of the GGN's eigenvectors, and loading
+    recomputes them (one GGN per network: the same numbers, a smaller file, a slower load), as
+    GaussianProcessRegressor keeps ``X_train_``. Load such files only from trusted sources:
+    unpickling can run arbitrary code.
 
     References
     ----------
@@ -436,6 +439,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             random_state=random_state,
             likelihood=self._likelihood,
             terms=self._evidence_terms,
+            ggn_rows=self._ggn_rows,
         )
 
     def _updated_member(self, member, chunk):
@@ -455,6 +459,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             prior_precision=hyper.prior_precision,
             sigma_noise=sigma,
             log_marginal_likelihood=self._log_evidence(update.terms, hyper),
+            ggn_rows=None,
         )
 
     def _store_mixture_noise(self):
@@ -749,6 +754,21 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if "members_" in state:
+            state["members_"] = [member.compact() for member in state["members_"]]
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "members_" in self.__dict__:
+            own = replace(self.members_[0], module=self.module_, posterior=self.posterior_)
+            self.members_ = [
+                own,
+                *(member.rebuilt(self.hessian_structure_) for member in self.members_[1:]),
+            ]
 
 
 def _noise_ratio(sigma_noise, fitted_sigma):
