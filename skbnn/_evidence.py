@@ -48,6 +48,9 @@ class EvidenceTerms:
     # (kron and diag structures), with these squared norms ‖θ*_l‖².
     group_sizes: tuple[int, ...] | None = None
     group_norms_sq: tuple[float, ...] | None = None
+    # GGN-VI after partial_fit: the terms are those of the linearised model at its mean μ,
+    # not at the weights θ* where it is linearised.
+    at_posterior_mean: bool = False
 
     @property
     def n_params(self) -> int:

@@ -184,9 +184,7 @@ def _fit_gaussian_glm_vi(module, likelihood, X, y, weights, q):
         module, likelihood, X, y, weights, q, prior_gradient=delta * theta_star
     )
     eigenvalues = q.curvature.eigenvalues
-    offset = q.mean - theta_star
-    fit = residual_sq - 2 * float(b @ offset)
-    fit += float((eigenvalues * q.curvature.to_eigenbasis(offset) ** 2).sum())
+    fit = linearized_residual_sq(residual_sq, b, q.curvature, q.mean - theta_star)
     trace = float((eigenvalues / q.precision_eigenvalues).sum())
     c = q.noise_scale
     log_norm = gaussian_log_normalizer(n_outputs, c, likelihood.log_noise_ref)
@@ -205,15 +203,51 @@ def gaussian_glm_posterior_mean(module, likelihood, X, y, weights, q, prior_grad
 
     with Λ = diag(1/σ_ref²) and g₀ the gradient of −log prior at θ* (δθ* for N(0, δ⁻¹I),
     Λ₀(θ* − μ₀) for N(μ₀, Λ₀⁻¹)). It differs from θ* wherever training stopped short of the
-    MAP or δ, σ moved after it. b is minus the gradient of ½ Σ_n w_n ‖y_n − f_n‖²_Λ, so one
-    backward pass per block of rows gives it, without per-sample Jacobians.
+    MAP or δ, σ moved after it (R and b: :func:`gaussian_residual_statistics`).
 
     Returns q with mean μ, and R = Σ_n w_n ‖y_n − f_n‖²_Λ and b (unit noise scale).
     """
-    theta_star = q.linearization_point
+    residual_sq, b = gaussian_residual_statistics(module, likelihood, X, y, weights, q.param_names)
+    step = q.covariance_vector_product(b / q.noise_scale**2 - prior_gradient)
+    return replace(q, mean=q.linearization_point + step), residual_sq, b
+
+
+def linearized_residual_sq(residual_sq, b, curvature, offset) -> float:
+    """Σ_n w_n ‖y_n − f_lin(x_n)‖²_Λ = R − 2bᵀΔ + ΔᵀGΔ at μ = θ* + Δ (exact for ``"full"``)."""
+    quadratic = float((curvature.eigenvalues * curvature.to_eigenbasis(offset) ** 2).sum())
+    return residual_sq - 2 * float(b @ offset) + quadratic
+
+
+def linearized_data_fit(module, likelihood, X, y, weights, param_names, offset) -> float:
+    """Σ_n w_n ‖y_n − f(x_n; θ*) − J_n Δ‖²_Λ, exactly: one forward-mode pass per block of rows.
+
+    ``offset`` is Δ over the parameters ``param_names``; J_n Δ is a Jacobian-vector product.
+    """
     params = dict(module.named_parameters())
-    chosen = [params[name] for name in q.param_names]
-    b = torch.zeros_like(theta_star)
+    chosen = {name: params[name].detach() for name in param_names}
+    tangents = dict(zip(chosen, offset.split([p.numel() for p in chosen.values()]), strict=True))
+    tangents = {name: t.reshape(chosen[name].shape) for name, t in tangents.items()}
+    total = 0.0
+    for rows in row_blocks(X.shape[0]):
+
+        def outputs(weights_, rows=rows):
+            return torch.func.functional_call(module, weights_, (X[rows],), strict=False)
+
+        with torch.no_grad():
+            f, Jv = torch.func.jvp(outputs, (chosen,), (tangents,))
+        total += float((weights[rows] * likelihood.data_fit(f + Jv, y[rows])).sum())
+    return total
+
+
+def gaussian_residual_statistics(module, likelihood, X, y, weights, param_names):
+    """R = Σ_n w_n ‖y_n − f_n‖²_Λ and b = Σ_n w_n J_nᵀ Λ (y_n − f_n) at the module's weights.
+
+    b is minus the gradient of ½R with respect to the parameters ``param_names``, so one
+    backward pass per block of rows gives it, without per-sample Jacobians.
+    """
+    params = dict(module.named_parameters())
+    chosen = [params[name] for name in param_names]
+    b = torch.zeros(sum(p.numel() for p in chosen), dtype=torch.float64, device=X.device)
     residual_sq = 0.0
     with torch.enable_grad():
         for rows in row_blocks(X.shape[0]):
@@ -221,8 +255,7 @@ def gaussian_glm_posterior_mean(module, likelihood, X, y, weights, q, prior_grad
             grads = torch.autograd.grad(0.5 * fit, chosen)
             b -= torch.cat([g.reshape(-1) for g in grads]).to(b)
             residual_sq += float(fit.detach())
-    step = q.covariance_vector_product(b / q.noise_scale**2 - prior_gradient)
-    return replace(q, mean=theta_star + step), residual_sq, b
+    return residual_sq, b
 
 
 def _pass_statistics(module, likelihood, X, y, weights, q, draws) -> _PassStatistics:

@@ -76,6 +76,7 @@ def test_incremental_linear_gaussian_equals_fit(client, linear_data):
         prior_precision=2.0,
         sigma_noise=0.4,
         hessian_structure="full",
+        inference="laplace",  # trains on each block, so n_iter_ counts the blocks
         max_iter=400,
         learning_rate_init=0.05,
         random_state=0,

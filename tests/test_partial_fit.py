@@ -2,8 +2,11 @@
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
-from scipy.stats import norm
+from scipy.optimize import minimize
+from scipy.stats import multivariate_normal, norm
 
 from skbnn import LaplaceMLPClassifier, LaplaceMLPRegressor
 
@@ -31,13 +34,20 @@ def test_linear_gaussian_partial_fit_equals_fit(linear_data, structure):
     assert_allclose(stream_mean, mean, atol=1e-3 * np.ptp(mean))
 
 
-def test_mlp_partial_fit_is_close_to_fit():
+@pytest.mark.parametrize("inference", ["laplace", "ggn-vi"])
+def test_mlp_partial_fit_is_close_to_fit(inference):
     rng = np.random.RandomState(1)
     X = rng.uniform(-2, 2, size=(600, 2))
     y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2 / 2 + 0.2 * rng.randn(600)
     X_test = rng.uniform(-2, 2, size=(400, 2))
     y_test = np.sin(2 * X_test[:, 0]) + X_test[:, 1] ** 2 / 2 + 0.2 * rng.randn(400)
-    params = dict(hidden_layer_sizes=(20,), max_iter=400, learning_rate_init=1e-2, random_state=0)
+    params = dict(
+        hidden_layer_sizes=(20,),
+        max_iter=400,
+        learning_rate_init=1e-2,
+        random_state=0,
+        inference=inference,
+    )
 
     def test_ll(model):
         mean, std = model.predict(X_test, return_std=True)
@@ -48,7 +58,8 @@ def test_mlp_partial_fit_is_close_to_fit():
     for chunk in np.array_split(np.arange(len(y)), 3):
         stream.partial_fit(X[chunk], y[chunk])
     assert abs(test_ll(stream) - test_ll(batch)) < 0.1
-    assert stream.n_iter_ == 3 * 400
+    # Laplace trains on every chunk; GGN-VI updates the linearised network without training.
+    assert stream.n_iter_ == (3 if inference == "laplace" else 1) * 400
 
 
 def test_classifier_partial_fit_needs_and_checks_classes():
@@ -121,3 +132,69 @@ def test_partial_fit_is_offered_where_its_recursion_exists():
     assert hasattr(LaplaceMLPClassifier(), "partial_fit")
     # Classification GGN-VI iterates over all rows; no recursion updates it from a chunk.
     assert not hasattr(LaplaceMLPClassifier(inference="ggn-vi"), "partial_fit")
+
+
+def _evidence_optimal_linear_regression(X, y, X_test):
+    """Bayesian linear regression on [X, 1] with δ and σ maximising the exact evidence."""
+    Phi, Phi_test = (np.hstack([A, np.ones((len(A), 1))]) for A in (X, X_test))
+
+    def negative_log_evidence(log_params):
+        delta, sigma = np.exp(log_params)
+        covariance = sigma**2 * np.eye(len(y)) + Phi @ Phi.T / delta
+        return -multivariate_normal(np.zeros(len(y)), covariance).logpdf(y)
+
+    result = minimize(
+        negative_log_evidence,
+        np.zeros(2),
+        method="Nelder-Mead",
+        options=dict(xatol=1e-10, fatol=1e-12, maxiter=4000),
+    )
+    delta, sigma = np.exp(result.x)
+    precision = Phi.T @ Phi / sigma**2 + delta * np.eye(Phi.shape[1])
+    mean = np.linalg.solve(precision, Phi.T @ y / sigma**2)
+    variance = np.einsum("np,pq,nq->n", Phi_test, np.linalg.inv(precision), Phi_test)
+    return Phi_test @ mean, np.sqrt(variance + sigma**2), delta, sigma
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=st.lists(st.integers(8, 59), min_size=1, max_size=4, unique=True))
+def test_default_partial_fit_of_a_linear_model_is_the_evidence_optimal_posterior(linear_data, cuts):
+    # δ and σ by the evidence, as by default: over any chunking into two or more chunks the
+    # streamed GGN-VI posterior is the exact one of all rows at the exact evidence maximum,
+    # however short the training of the first chunk.
+    X, y, X_test = linear_data
+    stream = LaplaceMLPRegressor(
+        hidden_layer_sizes=(), normalize_y=False, max_iter=20, random_state=0
+    )
+    for chunk in np.split(np.arange(len(y)), sorted(cuts)):
+        stream.partial_fit(X[chunk], y[chunk])
+    mean, std, delta, sigma = _evidence_optimal_linear_regression(X, y, X_test)
+    assert_allclose(stream.prior_precision_, delta, rtol=1e-5)
+    assert_allclose(stream.sigma_noise_, sigma, rtol=1e-5)
+    stream_mean, stream_std = stream.predict(X_test, return_std=True)
+    assert_allclose(stream_mean, mean, rtol=1e-6, atol=1e-8)
+    assert_allclose(stream_std, std, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["sorted", "shifted"])
+def test_default_partial_fit_of_a_network_tracks_a_refit(case):
+    # Chunks that disagree with the model so far: sorted inputs (each chunk a new region), or a
+    # chunk whose targets are shifted by +3. The streamed default predicts within three noise
+    # levels of a default refit on all rows, and never outside the refit's range by more.
+    rng = np.random.RandomState(0)
+    if case == "sorted":
+        X = np.sort(rng.uniform(-3, 3, 200))[:, None]
+        y = np.sin(X[:, 0]) + 0.1 * rng.randn(200)
+    else:
+        X = rng.uniform(-2, 2, (200, 1))
+        y = 0.5 * X[:, 0] + 0.1 * rng.randn(200) + np.where(np.arange(200) < 100, 0.0, 3.0)
+    stream = LaplaceMLPRegressor(random_state=0)
+    for chunk in np.array_split(np.arange(200), 4 if case == "sorted" else 2):
+        stream.partial_fit(X[chunk], y[chunk])
+    refit = LaplaceMLPRegressor(random_state=0).fit(X, y)
+    X_grid = np.linspace(X.min(), X.max(), 300)[:, None]
+    streamed, refitted = stream.predict(X_grid), refit.predict(X_grid)
+    tolerance = 3 * refit.sigma_noise_
+    assert np.abs(streamed - refitted).max() < tolerance
+    assert streamed.min() > refitted.min() - tolerance
+    assert streamed.max() < refitted.max() + tolerance
