@@ -9,12 +9,18 @@ Eschenhagen et al. 2021). A member's predictive at x, in the units of the standa
     the network's log-variance output s is N(m_s, v_s) under the linearised posterior, and
     σ² = e^s is log-normal).
 
+Far outside the data the linearised variance v_s of the log-variance grows without bound (and
+e^{v_s/2} with it), so v_s is capped at 2 ln 100: the posterior's uncertainty about s may widen the
+noise variance by a factor of at most 100 (10 in std). Inside the data v_s ≪ 1 and the cap is
+never reached; joint draws of s shrink towards m_s to the same capped variance.
+
 Eschenhagen, R. et al. (2021). Mixtures of Laplace approximations for improved post-hoc
 uncertainty in deep learning. arXiv:2111.03577.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -26,6 +32,9 @@ from skbnn._fitting import rebuild_curvature
 from skbnn._persistence import rebuildable
 from skbnn._posterior import GaussianPosterior
 from skbnn._predictive import glm_jacobians, glm_outputs, glm_samples, mixture_cross_covariance
+
+# The cap on v_s, the linearised variance of a heteroscedastic network's log-variance output.
+MAX_LOG_NOISE_VARIANCE_VARIANCE = 2 * math.log(100.0)
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,8 @@ def member_samples(member, X, n_samples, seed, y_mean, y_scale):
     k = y_scale.shape[0]
     scale = torch.as_tensor(y_scale)[None, :, None]
     if member.sigma_noise is None:
-        noise_std = torch.exp(0.5 * f_samples[:, k:]) * scale
+        noise_std = torch.exp(0.5 * _capped_log_variance_draws(member, X, f_samples[:, k:]))
+        noise_std = noise_std * scale
     else:
         noise_std = torch.as_tensor(member.sigma_noise)[None, :, None]
     noise = torch.randn(f_samples[:, :k].shape, generator=generator, dtype=f_samples.dtype)
@@ -145,6 +155,17 @@ def _noise_variance(member, f, variance, y_scale):
     """Noise variance (n, k) from the outputs f and their variances (n, Kₙ), standardised."""
     k = y_scale.shape[0]
     if member.sigma_noise is None:
-        return torch.exp(f[:, k:] + 0.5 * variance[:, k:])
+        log_variance_variance = variance[:, k:].clamp_max(MAX_LOG_NOISE_VARIANCE_VARIANCE)
+        return torch.exp(f[:, k:] + 0.5 * log_variance_variance)
     sigma = torch.as_tensor(member.sigma_noise / y_scale)
     return (sigma**2).expand(f.shape[0], k)
+
+
+def _capped_log_variance_draws(member, X, draws):
+    """Draws (n, k, S) of the log-variance s, shrunk towards m_s where v_s exceeds the cap."""
+    f, cov = glm_outputs(member.module, member.posterior, X)
+    k = draws.shape[1]
+    mean, variance = f[:, k:], torch.diagonal(cov, dim1=1, dim2=2)[:, k:]
+    capped = variance.clamp_max(MAX_LOG_NOISE_VARIANCE_VARIANCE)
+    shrink = torch.where(variance > capped, (capped / variance).sqrt(), torch.ones_like(variance))
+    return mean[..., None] + (draws - mean[..., None]) * shrink[..., None]

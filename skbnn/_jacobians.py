@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -20,6 +21,9 @@ def jacobians(
     The columns of J follow ``param_names`` in order, each parameter flattened row-major, the same
     order as :func:`skbnn._network.flat_parameters`.
     """
+    # functional_call swaps the module's parameters while it runs: on a private copy, so that
+    # threads predicting with one fitted estimator never see each other's weights.
+    module = copy.deepcopy(module)
     params = {name: p.detach() for name, p in module.named_parameters()}
     differentiated = {name: params[name] for name in param_names}
 

@@ -5,6 +5,7 @@ Each raises a ``ValueError`` that names the option or array at fault and what to
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -84,3 +85,40 @@ def resolve_device(device: str) -> torch.device:
             "device='cuda' was requested but CUDA is not available; use device='auto' or 'cpu'."
         )
     return torch.device(device)
+
+
+def finite_predictions(method):
+    """A public predictive method whose non-finite output (for finite X) is a ``ValueError``.
+
+    Far enough from the training data the linearised predictive of an unbounded network (ReLU,
+    a linear output) outgrows float64; the error says so instead of returning inf or NaN.
+    """
+
+    @functools.wraps(method)
+    def checked(self, X, *args, **kwargs):
+        result = method(self, X, *args, **kwargs)
+        if not _all_finite(result):
+            raise ValueError(
+                f"{method.__name__} overflows float64 at these inputs (largest |x| = "
+                f"{_largest_magnitude(X):.3g}): they lie too far outside the training data for "
+                "the linearised predictive to be represented. Check the scale of X."
+            )
+        return result
+
+    return checked
+
+
+def _all_finite(result) -> bool:
+    if isinstance(result, dict):
+        return all(_all_finite(value) for value in result.values())
+    if isinstance(result, tuple | list):
+        return all(_all_finite(value) for value in result)
+    values = np.asarray(result)
+    return values.dtype.kind not in "fc" or bool(np.isfinite(values).all())
+
+
+def _largest_magnitude(X) -> float:
+    try:
+        return float(np.max(np.abs(np.asarray(X, dtype=np.float64))))
+    except (TypeError, ValueError):
+        return math.nan

@@ -25,7 +25,7 @@ from skbnn._links import (
     probit_proba,
 )
 from skbnn._loo import loo_log_likelihood, loo_logits
-from skbnn._validation import check_positive_finite
+from skbnn._validation import check_positive_finite, finite_predictions
 
 # The temperatures among which posterior_temperature="loo" chooses: 0 (the MAP network's own
 # probabilities), 31 log-spaced values from 1e-3, and 1 (the Laplace posterior itself).
@@ -340,6 +340,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
             raise ValueError("classes must be passed on the first call to partial_fit.")
         return self._partial_fit(X, y, sample_weight, classes)
 
+    @finite_predictions
     def predict_proba(self, X):
         """Posterior predictive class probabilities.
 
@@ -355,6 +356,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         """
         return self._predict_proba_tensor(self._validate_for_predict(X)).numpy()
 
+    @finite_predictions
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`, computed in log space (finite far from the data)."""
         mean, cov = self._glm_outputs(self._validate_for_predict(X))
@@ -375,6 +377,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
+    @finite_predictions
     def predict_uncertainty(self, X):
         """Predictive entropy split into aleatoric and epistemic parts (BALD).
 
@@ -408,6 +411,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
             mutual_information=(total - expected).clamp_min(0.0).numpy(),
         )
 
+    @finite_predictions
     def kernel(self, X, Y=None, *, prior=False):
         """The linearised network's Gaussian-process kernel over the logits.
 

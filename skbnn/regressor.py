@@ -32,6 +32,7 @@ from skbnn._validation import (
     FIXED_HYPERPARAMETER_RANGE,
     check_hidden_layer_sizes,
     check_positive_finite,
+    finite_predictions,
 )
 
 # log_marginal_likelihood(sigma_noise=...): the noise relative to the fitted one, within which its
@@ -77,7 +78,9 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         per target, so the noise may vary with x. The first 30% of the epochs fit the mean
         alone (Skafte et al. 2019). Its GGN uses the Fisher information, the evidence tunes δ
         (``sigma_noise`` must stay "evidence"), and the predictive linearises network and link
-        together: mean μ(x), noise variance E[σ²(x)] under the linearised posterior. It uses
+        together: mean μ(x), noise variance E[σ²(x)] under the linearised posterior (far from
+        the data, where the linearised variance v of log σ²(x) grows without bound, v is capped
+        at 2 ln 100, so the noise variance is at most 100 exp(E[log σ²(x)])). It uses
         ``inference="laplace"`` (or ``"auto"``).
     normalize_y : bool, default=True
         Standardise y (weighted mean and std) before training; everything reported is in the
@@ -497,6 +500,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
     def _keeps_best_evidence(self):
         return _auto.keep_best_evidence(self.keep_best_evidence, self.noise)
 
+    @finite_predictions
     def predict(self, X, return_std=False, return_cov=False):
         """Predictive mean, and optionally its std or covariance, in the units of y.
 
@@ -533,6 +537,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         # √(model² + noise²) as a hypot: no overflow of the squares for y in huge units.
         return self._to_output(mean), self._to_output(torch.hypot(model_std, noise_std))
 
+    @finite_predictions
     def predict_interval(self, X, confidence=0.9):
         """Central predictive interval of y at X that holds ``confidence`` of the probability.
 
@@ -570,10 +575,12 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         lower, upper = (mixture_quantile(means, stds, p) for p in (tail, 1.0 - tail))
         return self._to_output(torch.as_tensor(lower)), self._to_output(torch.as_tensor(upper))
 
+    @finite_predictions
     def predict_std(self, X):
         """Predictive standard deviation √(J Σ Jᵀ + σ²), the same as ``predict(X, True)[1]``."""
         return self.predict(X, return_std=True)[1]
 
+    @finite_predictions
     def predict_uncertainty(self, X):
         """Split the predictive standard deviation into its epistemic and aleatoric parts.
 
@@ -600,6 +607,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             total_std=self._to_output(torch.hypot(epistemic, aleatoric)),
         )
 
+    @finite_predictions
     def kernel(self, X, Y=None, *, prior=False):
         """The linearised network's Gaussian-process kernel, in the units of y².
 
@@ -632,6 +640,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         K = (K * scale[:, None] * scale[None, :]).numpy()
         return K[:, :, 0, 0] if self._y_1d else K
 
+    @finite_predictions
     def sample_y(self, X, n_samples=1, random_state=0):
         """Draw joint samples of y at X from the GLM predictive.
 

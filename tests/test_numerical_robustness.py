@@ -368,3 +368,88 @@ def test_log_marginal_likelihood_refuses_unrepresentable_noise_levels(sigma_nois
     # Extreme but representable arguments give a finite value.
     assert np.isfinite(reg.log_marginal_likelihood(sigma_noise=1e-100, prior_precision=1e-300))
     assert np.isfinite(reg.log_marginal_likelihood(sigma_noise=1e100, prior_precision=1e300))
+
+
+# -- far from the data: every public predictive is finite or a clear error -------------------------
+
+
+def _regressor_methods(model, X):
+    return {
+        "predict": lambda: model.predict(X, return_std=True),
+        "predict_cov": lambda: model.predict(X[:3], return_cov=True),
+        "predict_interval": lambda: model.predict_interval(X),
+        "predict_uncertainty": lambda: model.predict_uncertainty(X),
+        "sample_y": lambda: model.sample_y(X, 4),
+        "kernel": lambda: model.kernel(X[:3]),
+    }
+
+
+def _classifier_methods(model, X):
+    return {
+        "predict_proba": lambda: model.predict_proba(X),
+        "predict_log_proba": lambda: model.predict_log_proba(X),
+        "predict": lambda: model.predict(X),
+        "predict_uncertainty": lambda: model.predict_uncertainty(X),
+        "kernel": lambda: model.kernel(X[:3]),
+    }
+
+
+def _arrays(result):
+    if isinstance(result, dict):
+        return [array for value in result.values() for array in _arrays(value)]
+    if isinstance(result, tuple):
+        return [array for value in result for array in _arrays(value)]
+    return [np.asarray(result)]
+
+
+def _assert_finite_or_overflow_error(method):
+    try:
+        result = method()
+    except ValueError as error:
+        assert "overflows float64" in str(error)
+        return
+    for values in _arrays(result):
+        assert values.dtype.kind not in "fc" or np.isfinite(values).all()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(activation="tanh"),
+        dict(activation="relu"),
+        dict(noise="heteroscedastic"),
+        dict(activation="relu", noise="heteroscedastic"),
+        dict(hessian_structure="kron", ensemble_size=2),
+    ],
+)
+@pytest.mark.parametrize("distance", [1e2, 3e2, 1e6, 1e100, 1e200, 1e300])
+def test_regressor_far_from_the_data_is_finite_or_a_clear_error(params, distance):
+    X, y, _ = _data(n=40)
+    model = LaplaceMLPRegressor(**{**FAST, "max_iter": 100, **params}).fit(X, y)
+    far = distance * np.sign(X[:8] + 1e-3)
+    for method in _regressor_methods(model, far).values():
+        _assert_finite_or_overflow_error(method)
+
+
+@pytest.mark.parametrize("link_approx", ["probit", "mc", "bridge"])
+@pytest.mark.parametrize("distance", [1e3, 1e100, 1e200, 1e300])
+def test_classifier_far_from_the_data_is_finite_or_a_clear_error(link_approx, distance):
+    X, _, labels = _data(n=40)
+    model = LaplaceMLPClassifier(**FAST, link_approx=link_approx).fit(X, labels)
+    far = distance * np.sign(X[:8] + 1e-3)
+    for method in _classifier_methods(model, far).values():
+        _assert_finite_or_overflow_error(method)
+
+
+def test_heteroscedastic_noise_stays_bounded_in_extrapolation():
+    # The log-variance head's linearised variance grows without bound far out; the noise it
+    # implies is capped (a factor of 100 in variance over exp(m_s)), so the std stays moderate.
+    rng = np.random.RandomState(0)
+    X = rng.randn(200, 2)
+    y = np.sin(X[:, 0]) + (0.1 + 0.3 * np.abs(X[:, 1])) * rng.randn(200)
+    model = LaplaceMLPRegressor(noise="heteroscedastic", max_iter=300, random_state=0).fit(X, y)
+    inside = model.predict_uncertainty(X)["aleatoric_std"].max()
+    for scale in [3, 30, 100, 300]:
+        aleatoric = model.predict_uncertainty(scale * X[:20])["aleatoric_std"]
+        assert np.isfinite(aleatoric).all() and aleatoric.max() < 1e3 * inside
+        assert np.isfinite(model.sample_y(scale * X[:20], 5)).all()
