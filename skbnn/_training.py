@@ -58,6 +58,15 @@ class TrainingDivergedError(ValueError):
     """The training loss became NaN or infinite (a ValueError: settings or data are at fault)."""
 
 
+def _adam(groups, learning_rate) -> torch.optim.Adam:
+    """Adam with the fused kernel where torch has one for the parameters' device (CPU since torch
+    2.4, CUDA): one kernel per step instead of a dozen per parameter, the same numbers."""
+    try:
+        return torch.optim.Adam(groups, lr=learning_rate, fused=True)
+    except RuntimeError:
+        return torch.optim.Adam(groups, lr=learning_rate)
+
+
 class MapTrainer:
     """Adam steps on (X, y, weights), one epoch per :meth:`run_epoch`.
 
@@ -85,8 +94,8 @@ class MapTrainer:
         # δθ/N is Adam's (coupled, L2) weight decay; δ may change between epochs and may differ
         # between layers, so each Linear layer is one parameter group.
         self.layers = [list(m.parameters()) for m in module.modules() if isinstance(m, nn.Linear)]
-        self.optimizer = torch.optim.Adam(
-            [{"params": params} for params in self.layers], lr=config.learning_rate_init
+        self.optimizer = _adam(
+            [{"params": params} for params in self.layers], config.learning_rate_init
         )
         steps_per_epoch = math.ceil(X.shape[0] / config.batch_size)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
