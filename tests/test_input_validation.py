@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import scipy.sparse
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
@@ -363,3 +365,45 @@ def test_reversed_dataframe_rows_fit_and_predict():
     model = LaplaceMLPRegressor(**FAST, ensemble_size=1).fit(frame.iloc[::-1], target.iloc[::-1])
     mean, std = model.predict(frame.iloc[::-1], return_std=True)
     assert np.isfinite(mean).all() and np.isfinite(std).all()
+
+
+@st.composite
+def _strided_views(draw):
+    """A float array of the fitted model's shape, reached through an arbitrary chain of views."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    row_step = draw(st.sampled_from([1, 2, 3]))
+    column_step = draw(st.sampled_from([1, 2]))
+    base = rng.normal(size=(9 * row_step, D * column_step))
+    view = base[:: -row_step if draw(st.booleans()) else row_step, ::column_step]
+    if draw(st.booleans()):
+        view = np.asfortranarray(view)
+    if draw(st.booleans()):
+        view = view.T.copy().T  # Fortran order through a transpose
+    if draw(st.booleans()):
+        view.flags.writeable = False
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    return view if dtype is np.float64 else view.astype(dtype)
+
+
+@pytest.fixture(scope="module")
+def fitted_pair():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(N, D))
+    regressor = LaplaceMLPRegressor(**FAST, ensemble_size=1).fit(X, X[:, 0])
+    classifier = LaplaceMLPClassifier(**FAST).fit(X, (X[:, 0] > 0).astype(int))
+    return regressor, classifier
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(X=_strided_views())
+def test_predictions_do_not_depend_on_the_array_layout(fitted_pair, X):
+    regressor, classifier = fitted_pair
+    contiguous = np.ascontiguousarray(X)
+    for got, expected in [
+        (regressor.predict(X, return_std=True), regressor.predict(contiguous, return_std=True)),
+        (classifier.predict_proba(X), classifier.predict_proba(contiguous)),
+        (classifier.predict_log_proba(X), classifier.predict_log_proba(contiguous)),
+    ]:
+        assert_array_equal(np.asarray(got), np.asarray(expected))
