@@ -558,14 +558,8 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         lower, upper : ndarray of shape (n_samples,) or (n_samples, n_targets)
             The interval's ends, in the units of y.
         """
-        check_scalar(
-            confidence,
-            "confidence",
-            numbers.Real,
-            min_val=0,
-            max_val=1,
-            include_boundaries="neither",
-        )
+        bounds = dict(min_val=0, max_val=1, include_boundaries="neither")
+        check_scalar(confidence, "confidence", numbers.Real, **bounds)
         X = self._validate_for_predict(X)
         means, model_variances, noise_variances = self._stacked(member_moments, X)
         scale = torch.as_tensor(self._y_scale)
@@ -575,7 +569,6 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         lower, upper = (mixture_quantile(means, stds, p) for p in (tail, 1.0 - tail))
         return self._to_output(torch.as_tensor(lower)), self._to_output(torch.as_tensor(upper))
 
-    @finite_predictions
     def predict_std(self, X):
         """Predictive standard deviation √(J Σ Jᵀ + σ²), the same as ``predict(X, True)[1]``."""
         return self.predict(X, return_std=True)[1]
