@@ -566,7 +566,8 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         means = self._to_y_units(means).numpy()
         stds = ((model_variances + noise_variances).sqrt() * scale).numpy()
         tail = 0.5 * (1.0 - float(confidence))
-        lower, upper = (mixture_quantile(means, stds, p) for p in (tail, 1.0 - tail))
+        with np.errstate(invalid="ignore"):  # overflowed stds give NaN: finite_predictions' error
+            lower, upper = (mixture_quantile(means, stds, p) for p in (tail, 1.0 - tail))
         return self._to_output(torch.as_tensor(lower)), self._to_output(torch.as_tensor(upper))
 
     def predict_std(self, X):
