@@ -75,8 +75,6 @@ class FullCurvature(Curvature):
     the prior alone sets the posterior in those directions.
     """
 
-    is_exact_ggn = True
-
     eigenvalues: torch.Tensor  # (r,)
     eigenvectors: torch.Tensor  # (P, r)
 

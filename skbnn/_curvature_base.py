@@ -38,9 +38,6 @@ class Curvature(ABC):
     # A pickle stores the training rows instead of this curvature, and recomputes it at load
     # time (skbnn._persistence): worth it where the curvature is far larger than the rows.
     rebuild_when_pickled: ClassVar[bool] = False
-    # Whether this is the GGN itself, Σ_n J_nᵀ Λ_n J_n, rather than an approximation of it; only
-    # then is a quadratic form in it the change of the linearised model's residuals.
-    is_exact_ggn: ClassVar[bool] = False
 
     @abstractmethod
     def to(self, device) -> Curvature:

@@ -9,36 +9,30 @@ chunk's weights θ_t minimise
 θ_t is added to the accumulated one, Λ_t = Λ_GGN + G_chunk (+ δI), and δ, c set to 'evidence' are
 re-estimated on all data seen so far.
 
-GGN-VI (Gaussian likelihood), with the full GGN. The posterior is that of the network linearised
-at θ*, the weights of the first fit, f_lin(x, θ) = f(x; θ*) + J(x)(θ − θ*): a linear-Gaussian
-model, which Bayes' rule updates exactly, chunk by chunk, with no training. Its sufficient
-statistics at θ* are the GGN G, b = Σ_n w_n J_nᵀ Λ (y_n − f_n) and R = Σ_n w_n ‖y_n − f_n‖²_Λ,
-each a sum over chunks. For hyperparameters (δ, c) the posterior is
+GGN-VI (Gaussian likelihood). The posterior is that of the network linearised at θ*, the weights
+of the first fit, f_lin(x, θ) = f(x; θ*) + J(x)(θ − θ*): a linear-Gaussian model, which Bayes'
+rule updates chunk by chunk with no training. With hyperparameters (δ, c) and the GGN G at θ*,
+its posterior after a fit is
 
-    Σ⁻¹ = G/c² + δI,    μ = θ* + Σ (b/c² − δθ*),                                    (1)
+    Σ⁻¹ = G/c² + δI,    μ = θ* + Σ (b/c² − δθ*),    b = Σ_n w_n J_nᵀ Λ (y_n − f_n),      (1)
 
-so b need not be stored: the previous posterior gives it back, b = c²(Σ⁻¹(μ − θ*) + δθ*). The
-evidence of the linear model is the Laplace evidence at μ, whose residual after a fit is
+so the previous posterior gives b back, b = c²(Σ⁻¹(μ − θ*) + δθ*), and the residual
+R = Σ_n w_n ‖y_n − f_lin(x_n)‖²_Λ at μ, from R at θ*, is
 
-    R(μ) = R − 2bᵀ(μ − θ*) + (μ − θ*)ᵀ G (μ − θ*),                                   (2)
+    R(μ) = R − 2bᵀ(μ − θ*) + (μ − θ*)ᵀ G (μ − θ*).                                   (2)
 
-and after a chunk, for the earlier rows, the same quadratic about the previous mean μ_p, where
-the residual's gradient balances the prior's (eq. 1), plus the chunk's own residual at μ (one
-Jacobian-vector product per block of rows):
+After a chunk, the earlier rows enter as the same quadratic about the previous mean μ_p, where
+their residual's gradient balances the prior's (eq. 1),
 
-    R_old(μ) = R_old(μ_p) − 2c_p²δ_p μ_pᵀ(μ − μ_p) + (μ − μ_p)ᵀ G_old (μ − μ_p).        (3)
+    R_old(μ) = R_old(μ_p) − 2c_p²δ_p μ_pᵀ(μ − μ_p) + (μ − μ_p)ᵀ G_old (μ − μ_p),        (3)
 
-δ and c set to 'evidence' maximise it over all rows seen, by MacKay's iteration (maximise at
-fixed μ, then move μ by (1)), whose fixed point is the stationary point of the exact evidence.
-The streamed posterior is the one of a single fit of the linearised model on all rows.
-
-With an approximate GGN (KFAC, diagonal) these quadratic forms are not the residuals' (a large
-step from θ* goes astray), so GGN-VI starts from the sequential Laplace update θ_t and moves to
-the mean of the chunk's model linearised at θ_t under the previous posterior as prior,
-
-    μ = θ_t + Σ_t (b_t/c² − Λ_p (θ_t − μ_p)),    Λ_p = G_old/c² + δI,                 (4)
-
-with Λ_p at the new δ and c, as Σ_t⁻¹ = Λ_p + G_t/c² is.
+and the chunk's rows exactly, by Jacobian-vector products in blocks of rows. The new mean
+minimises (R_old + R_chunk)/(2c²) + ½δ‖μ‖², by steps preconditioned with the new Σ (Newton's:
+one step with the full GGN, a few with KFAC or the diagonal, whose quadratic forms approximate
+G); Σ⁻¹ gains the chunk's GGN. δ and c set to 'evidence' maximise the evidence of all rows seen,
+by MacKay's iteration (maximise at fixed μ, then move μ), whose fixed point is the stationary
+point of the linearised model's evidence. With the full GGN the streamed posterior equals that of
+one fit of the linearised model on all rows, however the rows after the first fit are chunked.
 
 Ritter, H., Botev, A. and Barber, D. (2018). Online structured Laplace approximations for
 overcoming catastrophic forgetting. NeurIPS.
@@ -65,7 +59,6 @@ from skbnn._network import flat_parameters
 from skbnn._posterior import GaussianPosterior
 from skbnn._training import TrainingResult, train_map
 from skbnn._variational import (
-    gaussian_residual_statistics,
     linearized_data_fit,
     linearized_residual_sq,
 )
@@ -74,6 +67,10 @@ from skbnn._variational import (
 # once the log-hyperparameters move by less than the tolerance.
 MACKAY_MAX_ROUNDS = 100
 MACKAY_TOLERANCE = 1e-9
+# Conjugate gradients for the mean: at most this many steps, stopping once a step would lower
+# the negative log posterior by less than this many nats per row.
+CG_MAX_STEPS = 100
+CG_TOLERANCE = 1e-13
 
 
 @dataclass
@@ -95,39 +92,9 @@ def update_network(
     ``chunk.module`` is a copy of ``module`` in the training dtype and device; the Laplace
     update trains it in place, GGN-VI (only offered for a Gaussian likelihood) leaves it be.
     """
-    if inference != "ggn-vi":
-        return _update_laplace(posterior, terms, chunk, settings, generator)
-    if posterior.curvature.is_exact_ggn:
+    if inference == "ggn-vi":
         return _update_linearized_model(module, posterior, terms, chunk, settings)
-    update = _update_laplace(posterior, terms, chunk, settings, generator)
-    return _linearized_mean_step(update, posterior, chunk)
-
-
-def _linearized_mean_step(update, previous, chunk) -> SequentialUpdate:
-    """GGN-VI with an approximate GGN: from the sequential Laplace update θ_t, the mean of the
-    chunk's model linearised at θ_t, with the previous posterior as prior, eq. (4)."""
-    X, y, weights = chunk.float64
-    module64 = copy.deepcopy(update.module).to(device=X.device, dtype=torch.float64)
-    posterior = update.posterior
-    posterior = replace(
-        posterior, mean=posterior.mean.to(X.device), curvature=posterior.curvature.to(X.device)
-    )
-    theta = posterior.mean
-    # The earlier rows' precision at the new δ and c, like the rest of Σ⁻¹.
-    earlier = replace(
-        previous,
-        mean=previous.mean.to(X.device),
-        curvature=previous.curvature.to(X.device),
-        prior_precision=posterior.prior_precision,
-        noise_scale=posterior.noise_scale,
-    )
-    _, b = gaussian_residual_statistics(
-        module64, chunk.likelihood, X, y, weights, chunk.param_names
-    )
-    gradient = b / posterior.noise_scale**2 - earlier.precision_vector_product(theta - earlier.mean)
-    step = posterior.covariance_vector_product(gradient)
-    posterior = replace(posterior, mean=theta + step, linearization_point=theta)
-    return replace(update, posterior=posterior_to_cpu(posterior))
+    return _update_laplace(posterior, terms, chunk, settings, generator)
 
 
 def _update_laplace(posterior, terms, chunk, settings, generator) -> SequentialUpdate:
@@ -183,34 +150,69 @@ def _update_linearized_model(module, posterior, terms, chunk, settings) -> Seque
         linearization_point=posterior.linearization_point.to(X.device),
     )
     names, likelihood = chunk.param_names, chunk.likelihood
-    _, b = gaussian_residual_statistics(module64, likelihood, X, y, weights, names)
-    b = b + _earlier_rows_gradient(previous)
     curvature_rows = fit_curvature(module64, likelihood, X, weights, names, chunk.structure)
     n_rows = float(weights.sum())
     model = replace(
         previous, curvature=previous.curvature.accumulate(curvature_rows, terms.n_data, n_rows)
     )
-    earlier_fit = _earlier_rows_fit(previous, terms)
     terms = replace(terms, eigenvalues=model.curvature.spectrum().cpu().numpy())
+    earlier = _earlier_rows_fit(previous, terms)
 
-    def terms_at(model):
-        """The evidence terms of all rows seen, at the mean μ of the linearised model."""
-        offset = model.mean - model.linearization_point
-        fit = linearized_data_fit(module64, likelihood, X, y, weights, names, offset)
-        return _terms_at_mean(terms, model, earlier_fit(model.mean) + fit, n_rows)
+    def residuals(mean):
+        """½R over all rows seen at μ (eq. 3 and the chunk's own) and its gradient."""
+        offset = mean - previous.linearization_point
+        fit, gradient = linearized_data_fit(
+            module64, likelihood, X, y, weights, names, offset, gradient=True
+        )
+        earlier_fit, earlier_gradient = earlier(mean)
+        return 0.5 * (fit + earlier_fit), gradient + earlier_gradient
 
     hyper = Hyperparameters(previous.prior_precision, previous.noise_scale)
+    mean = previous.mean
     for _ in range(MACKAY_MAX_ROUNDS):
-        model = _linearized_posterior_mean(model, b, hyper)
-        new = settings.evidence.maximize(terms_at(model), hyper)
+        model = replace(model, prior_precision=hyper.prior_precision, noise_scale=hyper.noise_scale)
+        mean, half_fit = _posterior_mean(model, residuals, mean, terms.n_data + n_rows)
+        new = settings.evidence.maximize(_terms_at_mean(terms, mean, 2 * half_fit, n_rows), hyper)
         converged = _log_distance(new, hyper) < MACKAY_TOLERANCE
         hyper = new
         if converged:
             break
-    model = _linearized_posterior_mean(model, b, hyper)
-    return SequentialUpdate(
-        module, posterior_to_cpu(model), terms_at(model), hyper, TrainingResult()
-    )
+    model = replace(model, prior_precision=hyper.prior_precision, noise_scale=hyper.noise_scale)
+    mean, half_fit = _posterior_mean(model, residuals, mean, terms.n_data + n_rows)
+    model = replace(model, mean=mean)
+    update_terms = _terms_at_mean(terms, mean, 2 * half_fit, n_rows)
+    return SequentialUpdate(module, posterior_to_cpu(model), update_terms, hyper, TrainingResult())
+
+
+def _posterior_mean(model, residuals, mean, n_data):
+    """The minimiser of the quadratic ½R(μ)/c² + ½δ‖μ‖², and ½R there.
+
+    Conjugate gradients preconditioned with the new Σ, started at ``mean``: with the full GGN, Σ
+    is the inverse Hessian and the first step (Newton's) is exact; KFAC and the diagonal take a
+    few more. The gradient is affine in μ, so a Hessian-vector product is a difference of two.
+    """
+    delta, c2 = model.prior_precision_vector, model.noise_scale**2
+
+    def gradient(mean):
+        return residuals(mean)[1] / c2 + delta * mean
+
+    g = gradient(mean)
+    z = model.covariance_vector_product(g)
+    direction, gz = -z, float(g @ z)
+    for iteration in range(CG_MAX_STEPS):
+        # ½gᵀΣg is the decrease a Newton step would give; the first step is always taken.
+        if gz == 0.0 or (iteration and 0.5 * gz <= CG_TOLERANCE * n_data):
+            break
+        curved = gradient(mean + direction) - g  # H d
+        curvature = float(direction @ curved)
+        if not curvature > 0.0:  # d is below the gradient's rounding: converged
+            break
+        step = gz / curvature
+        mean, g = mean + step * direction, g + step * curved
+        z = model.covariance_vector_product(g)
+        gz, previous_gz = float(g @ z), gz
+        direction = -z + (gz / previous_gz) * direction
+    return mean, max(residuals(mean)[0], 0.0)
 
 
 def _earlier_rows_gradient(previous) -> torch.Tensor:
@@ -223,7 +225,7 @@ def _earlier_rows_gradient(previous) -> torch.Tensor:
 
 
 def _earlier_rows_fit(previous, terms):
-    """R of the rows seen so far as a function of μ: eq. (3), anchored at the previous mean."""
+    """R of the rows seen so far and ∇½R as functions of μ: eq. (3), about the previous mean."""
     theta_star, anchor = previous.linearization_point, previous.mean
     if terms.at_posterior_mean:
         anchor_fit = terms.data_fit
@@ -234,26 +236,19 @@ def _earlier_rows_fit(previous, terms):
         )
     # At the previous mean, −½∇R balances the prior's gradient, by eq. (1).
     balance = previous.noise_scale**2 * previous.prior_precision_vector * anchor
+    curvature = previous.curvature
 
     def fit(mean):
         shift = mean - anchor
-        return max(linearized_residual_sq(anchor_fit, balance, previous.curvature, shift), 0.0)
+        curved = curvature.from_eigenbasis(curvature.eigenvalues * curvature.to_eigenbasis(shift))
+        value = anchor_fit - 2 * float(balance @ shift) + float(shift @ curved)
+        return value, curved - balance
 
     return fit
 
 
-def _linearized_posterior_mean(model, b, hyper) -> GaussianPosterior:
-    """Eq. (1) at the hyperparameters ``hyper``."""
-    model = replace(model, prior_precision=hyper.prior_precision, noise_scale=hyper.noise_scale)
-    theta_star = model.linearization_point
-    prior_gradient = model.prior_precision_vector * theta_star
-    step = model.covariance_vector_product(b / hyper.noise_scale**2 - prior_gradient)
-    return replace(model, mean=theta_star + step)
-
-
-def _terms_at_mean(terms, model, data_fit, n_rows) -> EvidenceTerms:
+def _terms_at_mean(terms, mean, data_fit, n_rows) -> EvidenceTerms:
     """The evidence terms at the mean μ of the linearised model, with the chunk's rows added."""
-    mean = model.mean
     blocks = mean.split(list(terms.group_sizes)) if terms.group_sizes else [mean]
     return replace(
         terms,

@@ -218,16 +218,22 @@ def linearized_residual_sq(residual_sq, b, curvature, offset) -> float:
     return residual_sq - 2 * float(b @ offset) + quadratic
 
 
-def linearized_data_fit(module, likelihood, X, y, weights, param_names, offset) -> float:
-    """Σ_n w_n ‖y_n − f(x_n; θ*) − J_n Δ‖²_Λ, exactly: one forward-mode pass per block of rows.
+def linearized_data_fit(
+    module, likelihood, X, y, weights, param_names, offset, gradient=False
+) -> float | tuple[float, torch.Tensor]:
+    """R(Δ) = Σ_n w_n ‖y_n − f(x_n; θ*) − J_n Δ‖²_Λ exactly, by forward-mode passes in row blocks.
 
-    ``offset`` is Δ over the parameters ``param_names``; J_n Δ is a Jacobian-vector product.
+    ``offset`` is Δ over the parameters ``param_names``. With ``gradient``, also ∇_Δ ½R(Δ) =
+    −Σ_n w_n J_nᵀ Λ (y_n − f_n − J_n Δ), by one more (reverse-mode) pass.
     """
     params = dict(module.named_parameters())
     chosen = {name: params[name].detach() for name in param_names}
-    tangents = dict(zip(chosen, offset.split([p.numel() for p in chosen.values()]), strict=True))
-    tangents = {name: t.reshape(chosen[name].shape) for name, t in tangents.items()}
-    total = 0.0
+    sizes = [p.numel() for p in chosen.values()]
+    tangents = {
+        name: t.reshape(chosen[name].shape)
+        for name, t in zip(chosen, offset.split(sizes), strict=True)
+    }
+    total, grad = 0.0, torch.zeros_like(offset)
     for rows in row_blocks(X.shape[0]):
 
         def outputs(weights_, rows=rows):
@@ -235,8 +241,16 @@ def linearized_data_fit(module, likelihood, X, y, weights, param_names, offset) 
 
         with torch.no_grad():
             f, Jv = torch.func.jvp(outputs, (chosen,), (tangents,))
-        total += float((weights[rows] * likelihood.data_fit(f + Jv, y[rows])).sum())
-    return total
+        f_lin = (f + Jv).requires_grad_(gradient)
+        with torch.enable_grad():
+            fit = (weights[rows] * likelihood.data_fit(f_lin, y[rows])).sum()
+        total += float(fit.detach())
+        if gradient:
+            (cotangent,) = torch.autograd.grad(0.5 * fit, f_lin)
+            _, pullback = torch.func.vjp(outputs, chosen)
+            (grads,) = pullback(cotangent)
+            grad += torch.cat([grads[name].reshape(-1) for name in chosen])
+    return (total, grad) if gradient else total
 
 
 def gaussian_residual_statistics(module, likelihood, X, y, weights, param_names):

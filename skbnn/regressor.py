@@ -369,21 +369,18 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         The first call fits as :meth:`fit` does (and fixes the standardisation of y). Each later
         call takes the current posterior as the prior of the chunk:
 
-        - ``inference_ == "ggn-vi"`` (the default) with the full GGN (the default up to 2500
-          weights): the posterior is that of the network linearised at the weights of the
-          first call, a linear-Gaussian model that Bayes' rule updates exactly, with no
-          training: the chunk's GGN and residual statistics are added, and δ and σ set to
-          ``"evidence"`` maximise the evidence of all rows seen so far. The result does not
-          depend on how the rows after the first call are split into chunks, and for a linear
-          model (``hidden_layer_sizes=()``, ``normalize_y=False``) it is the exact posterior of
-          all rows at the exact evidence maximum. The network keeps the first call's weights:
-          the features J(x) it learnt there must suit the later chunks (a first chunk that
-          covers the input range is best). ``elbo_`` and its parts are removed.
-        - ``inference_ == "ggn-vi"`` with ``"kron"`` or ``"diag"``, whose quadratic forms are
-          not those of the residuals: the sequential Laplace update below, then the closed-form
-          mean of the chunk's model linearised at the new weights, with the previous posterior
-          (at the new δ and σ) as prior. This is an approximation that may drift further from a
-          refit than the full GGN's exact update.
+        - ``inference_ == "ggn-vi"`` (the default): the posterior is that of the network
+          linearised at the weights of the first call, a linear-Gaussian model that Bayes'
+          rule updates with no training: the earlier rows enter through the previous
+          posterior, the chunk's rows exactly, and δ and σ set to ``"evidence"`` maximise the
+          evidence of all rows seen so far. With ``hessian_structure="full"`` (the default up
+          to 2500 weights) the result does not depend on how the rows after the first call
+          are chunked, and for a linear model (``hidden_layer_sizes=()``,
+          ``normalize_y=False``) it is the exact posterior of all rows at the exact evidence
+          maximum; KFAC and the diagonal approximate the earlier rows' quadratic form. The
+          network keeps the first call's weights: the features J(x) it learnt there must suit
+          the later chunks (a first chunk that covers the input range is best). ``elbo_``
+          and its parts are removed.
         - ``inference_ == "laplace"``: sequential Laplace (Ritter, Botev & Barber 2018). The
           weights move by MAP training on the chunk under the penalty ½(θ − μ)ᵀΛ(θ − μ), the
           chunk's GGN at the new weights is added to Λ, and δ and σ are re-estimated by the
