@@ -23,7 +23,11 @@ def jacobians(
     """
     # functional_call swaps the module's parameters while it runs: on a private copy, so that
     # threads predicting with one fitted estimator never see each other's weights.
-    module = copy.deepcopy(module)
+    return _jacobians_of_own_module(copy.deepcopy(module), X, param_names)
+
+
+def _jacobians_of_own_module(module, X, param_names):
+    """:func:`jacobians` of a module that no other thread uses."""
     params = {name: p.detach() for name, p in module.named_parameters()}
     differentiated = {name: params[name] for name in param_names}
 
@@ -50,6 +54,7 @@ def jacobian_blocks(
     n_params = sum(dict(module.named_parameters())[name].numel() for name in param_names)
     n_outputs = module(X[:1]).shape[-1]
     step = jacobian_batch_size(n_outputs, n_params)
+    module = copy.deepcopy(module)  # one private copy for all blocks (see jacobians)
     for begin in range(0, X.shape[0], step):
         rows = slice(begin, begin + step)
-        yield (rows, *jacobians(module, X[rows], param_names))
+        yield (rows, *_jacobians_of_own_module(module, X[rows], param_names))
