@@ -76,13 +76,16 @@ class Curvature(ABC):
         """Cavity means (n, K) and covariances (n, K, K) of the linearised logits of each
         training row, with ``unit`` (n,) the weight left out of each row."""
         means, covs = [], []
+        offset, c = posterior.mean_offset, posterior.noise_scale
         for rows, f, J in jacobian_blocks(module, X, posterior.param_names):
-            L, g = output_curvature_and_gradient(likelihood, f, y[rows])
+            mean = f if offset is None else f + J @ offset  # the linearised mean m_i
+            L, g = output_curvature_and_gradient(likelihood, mean, y[rows], c)
             cov = self.cavity_covariance(posterior, J, L, unit[rows])
-            means.append(f - unit[rows, None] * (cov @ g.unsqueeze(-1)).squeeze(-1))
+            means.append(mean - unit[rows, None] * (cov @ g.unsqueeze(-1)).squeeze(-1))
             covs.append(cov)
         return torch.cat(means), torch.cat(covs)
 
     def cavity_covariance(self, posterior, J, L, unit) -> torch.Tensor:
-        """J Σ₋ᵢ Jᵀ per row, Σ₋ᵢ⁻¹ = Σ⁻¹ − u J_iᵀ L Lᵀ J_i (by Woodbury, K × K per row)."""
-        return woodbury_cavity_covariance(posterior.functional_covariance(J), L, unit)
+        """J Σ₋ᵢ Jᵀ per row, Σ₋ᵢ⁻¹ = Σ⁻¹ − u J_iᵀ L Lᵀ J_i / c² (by Woodbury, K × K per row)."""
+        V = posterior.functional_covariance(J)
+        return woodbury_cavity_covariance(V, L / posterior.noise_scale, unit)

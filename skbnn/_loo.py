@@ -5,8 +5,11 @@ the posterior precision, and one Newton step from the MAP θ* moves the weights 
 −Σ₋ᵢ J_iᵀ u_i g_i, with Λ_i = −∇²_f log p(y_i | f_i) and g_i = ∇_f log p(y_i | f_i) at the MAP.
 The row's linearised logits without it are then
 
-    N(f_i − u_i V₋ᵢ g_i, V₋ᵢ),      V₋ᵢ = J_i Σ₋ᵢ J_iᵀ,
+    N(m_i − u_i V₋ᵢ g_i, V₋ᵢ),      V₋ᵢ = J_i Σ₋ᵢ J_iᵀ,
 
+with m_i = f_i + J_i(μ − θ*) the linearised mean (f_i itself for Laplace, μ = θ*) and g_i taken
+there: for a Gaussian likelihood this is the exact leave-one-out posterior of the linearised
+model. A noise scale c enters as the posterior does: Λ_i/c² and g_i at noise std cσ. This is
 the cavity distribution of the Laplace approximation (LA-LOO; Vehtari et al. 2016), found
 without refitting. Each GGN structure removes the row's share of *its own* curvature, so the
 cavity precision stays positive definite:
@@ -54,12 +57,14 @@ def loo_logits(
 
 
 def output_curvature_and_gradient(
-    likelihood, f: torch.Tensor, y: torch.Tensor
+    likelihood, f: torch.Tensor, y: torch.Tensor, noise_scale: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L with L Lᵀ = −∇²_f log p(y | f) (n, K, C), and g = ∇_f log p(y | f) (n, K)."""
+    """L with L Lᵀ = −∇²_f log p(y | f) at noise scale 1 (n, K, C), as the GGN holds it (the
+    posterior divides by c²), and g = ∇_f log p(y | f) at noise scale c (n, K)."""
     f = f.detach().requires_grad_(True)
     with torch.enable_grad():
-        (gradient,) = torch.autograd.grad(-likelihood.negative_log_likelihood(f, y).sum(), f)
+        nll = likelihood.negative_log_likelihood(f, y, noise_scale).sum()
+        (gradient,) = torch.autograd.grad(-nll, f)
     return likelihood.output_hessian_sqrt(f.detach()), gradient
 
 

@@ -16,7 +16,7 @@ from skbnn import LaplaceMLPClassifier
 from skbnn._curvature import fit_curvature, ggn_matrix
 from skbnn._jacobians import jacobians
 from skbnn._kron import KronCurvature
-from skbnn._likelihoods import BernoulliLikelihood, CategoricalLikelihood
+from skbnn._likelihoods import BernoulliLikelihood, CategoricalLikelihood, GaussianLikelihood
 from skbnn._links import probit_proba
 from skbnn._loo import loo_logits, output_curvature_and_gradient
 from skbnn._network import build_mlp, layer_sizes
@@ -27,24 +27,36 @@ DELTA = 0.7
 
 
 def make_problem(n_classes, structure, n=15, seed=0):
-    """A random tanh network, labelled data with weights in {0, 0.5, 1, 2} and its posterior."""
+    """A random tanh network, labelled data with weights in {0, 0.5, 1, 2} and its posterior.
+
+    ``n_classes=None`` gives two Gaussian outputs with noise scale c = 1.7 and a GGN-VI mean
+    μ ≠ θ* instead.
+    """
     gen = torch.Generator().manual_seed(seed)
-    k = 1 if n_classes == 2 else n_classes
+    k = 2 if n_classes is None else 1 if n_classes == 2 else n_classes
     module = build_mlp(3, (4,), k, "tanh", dtype=torch.float64, generator=gen)
     X = 2 * torch.randn(n, 3, generator=gen, dtype=torch.float64)
-    labels = torch.randint(n_classes, (n,), generator=gen)
-    y = labels.to(torch.float64) if n_classes == 2 else labels
     weights = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64).repeat(n)[:n]
-    likelihood = BernoulliLikelihood() if n_classes == 2 else CategoricalLikelihood()
+    theta = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+    if n_classes is None:
+        y = torch.randn(n, k, generator=gen, dtype=torch.float64)
+        likelihood = GaussianLikelihood(torch.tensor([0.5, 2.0], dtype=torch.float64))
+        c, mean = 1.7, theta + 0.1 * torch.randn(theta.shape, generator=gen, dtype=theta.dtype)
+    else:
+        labels = torch.randint(n_classes, (n,), generator=gen)
+        y = labels.to(torch.float64) if n_classes == 2 else labels
+        likelihood = BernoulliLikelihood() if n_classes == 2 else CategoricalLikelihood()
+        c, mean = 1.0, theta
     names = [name for name, _ in module.named_parameters()]
     curvature = fit_curvature(module, likelihood, X, weights, names, structure)
     posterior = GaussianPosterior(
-        mean=torch.cat([p.detach().reshape(-1) for p in module.parameters()]),
+        mean=mean,
         curvature=curvature,
         prior_precision=torch.tensor([DELTA, 2 * DELTA]) if structure != "full" else DELTA,
-        noise_scale=1.0,
+        noise_scale=c,
         param_names=names,
         layer_sizes=layer_sizes(module, names),
+        linearization_point=None if mean is theta else theta,
     )
     return module, likelihood, X, y, weights, posterior
 
@@ -52,12 +64,15 @@ def make_problem(n_classes, structure, n=15, seed=0):
 def reference_cavities(module, likelihood, X, y, weights, posterior, row_share):
     """Cavities from the dense precision minus ``row_share(J_i, Λ_i)`` for each row."""
     f, J = jacobians(module, X, posterior.param_names)
-    L, g = output_curvature_and_gradient(likelihood, f, y)
+    if posterior.mean_offset is not None:
+        f = f + J @ posterior.mean_offset  # the linearised mean
+    L, g = output_curvature_and_gradient(likelihood, f, y, posterior.noise_scale)
     precision = torch.linalg.inv(posterior.covariance())
     means, covs = [], []
     for i in range(X.shape[0]):
         unit = min(float(weights[i]), 1.0)
-        cavity = torch.linalg.inv(precision - unit * row_share(J[i], L[i] @ L[i].T))
+        Lambda = L[i] @ L[i].T / posterior.noise_scale**2
+        cavity = torch.linalg.inv(precision - unit * row_share(J[i], Lambda))
         cov = J[i] @ cavity @ J[i].T
         means.append(f[i] - unit * cov @ g[i])
         covs.append(cov)
@@ -72,7 +87,7 @@ ROW_SHARES = {
 
 
 @pytest.mark.parametrize("structure", sorted(ROW_SHARES))
-@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("n_classes", [2, 3, None])
 def test_cavity_is_the_dense_precision_without_the_rows_share(structure, n_classes):
     problem = make_problem(n_classes, structure)
     module, likelihood, X, y, weights, posterior = problem
@@ -82,7 +97,7 @@ def test_cavity_is_the_dense_precision_without_the_rows_share(structure, n_class
     assert_allclose(mean, ref_mean, rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("n_classes", [2, 3, None])
 def test_kron_cavity_removes_the_rows_kfac_share(n_classes):
     """Per layer, (G_l − u G_{l,i}) ⊗ A_l: the output factor built from the bias Jacobian."""
     module, likelihood, X, y, weights, posterior = make_problem(n_classes, "kron")
@@ -173,3 +188,42 @@ def test_loo_temperature_is_the_best_of_the_grid():
     assert_allclose(
         clf.kernel(X[:4]), clf.posterior_temperature_ * one.kernel(X[:4]), rtol=1e-10, atol=1e-14
     )
+
+
+def test_gaussian_cavity_is_the_exact_leave_one_out_posterior_of_a_linear_model():
+    """Bayesian linear regression with noise std c σ and a GGN-VI mean μ ≠ θ*: the cavity is the
+    closed-form posterior of the other rows."""
+    gen = torch.Generator().manual_seed(1)
+    n, d, delta, sigma, c = 12, 3, 0.8, 0.5, 1.7
+    module = build_mlp(d, (), 1, "tanh", dtype=torch.float64, generator=gen)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = X @ torch.tensor([[1.0], [-2.0], [0.5]], dtype=torch.float64) + 0.3
+    y = y + 0.4 * torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    weights = torch.ones(n, dtype=torch.float64)
+    likelihood = GaussianLikelihood(torch.tensor([sigma], dtype=torch.float64))
+    names = [name for name, _ in module.named_parameters()]
+    design = torch.cat([X, torch.ones(n, 1, dtype=torch.float64)], dim=1)  # [weight, bias]
+    noise_var = (c * sigma) ** 2
+
+    def exact_posterior(keep):
+        precision = delta * torch.eye(d + 1, dtype=torch.float64)
+        precision = precision + design[keep].T @ design[keep] / noise_var
+        covariance = torch.linalg.inv(precision)
+        return covariance @ design[keep].T @ y[keep, 0] / noise_var, covariance
+
+    mean, _ = exact_posterior(torch.ones(n, dtype=torch.bool))
+    posterior = GaussianPosterior(
+        mean=mean,
+        curvature=fit_curvature(module, likelihood, X, weights, names, "full"),
+        prior_precision=delta,
+        noise_scale=c,
+        param_names=names,
+        layer_sizes=layer_sizes(module, names),
+        linearization_point=torch.cat([p.detach().reshape(-1) for p in module.parameters()]),
+    )
+    cavity_mean, cavity_cov = loo_logits(module, posterior, likelihood, X, y, weights)
+    for i in range(n):
+        keep = torch.arange(n) != i
+        ref_mean, ref_cov = exact_posterior(keep)
+        assert_allclose(cavity_mean[i, 0], design[i] @ ref_mean, rtol=1e-9)
+        assert_allclose(cavity_cov[i, 0, 0], design[i] @ ref_cov @ design[i], rtol=1e-9)
