@@ -95,10 +95,12 @@ class KronCurvature(Curvature):
         sizes = [Q_G.shape[0] * Q_A.shape[0] for Q_G, Q_A in self._eigenvector_pairs()]
         deltas = posterior.prior_precision_vector.split(sizes)
         scale = posterior.noise_scale**-2
+        offsets = _mean_offset_matrices(posterior, self._layer_shapes(), X)
         means, covs = [], []
         for begin, (backprops, f, inputs) in layer_backprops(module, layer_indices, X):
             rows = slice(begin, begin + f.shape[0])
-            L, g = output_curvature_and_gradient(likelihood, f, y[rows])
+            f = _linearised_mean(f, backprops, inputs, offsets)
+            L, g = output_curvature_and_gradient(likelihood, f, y[rows], posterior.noise_scale)
             cov = f.new_zeros(f.shape[0], f.shape[1], f.shape[1])
             for layer, (D, a) in enumerate(zip(backprops, inputs, strict=True)):
                 DL = D.mT @ L  # (n, out, C): the row's output factor is DL DLᵀ
@@ -374,13 +376,7 @@ def kron_glm_outputs(
         (1.0 / block).reshape(shape).to(X)
         for block, shape in zip(posterior.precision_eigenvalues.split(sizes), shapes, strict=True)
     ]
-    offset = posterior.mean_offset
-    offsets = None
-    if offset is not None:
-        offsets = [
-            _parameters_to_matrix(block, out, inp).to(X)
-            for block, (out, inp) in zip(offset.split(sizes), shapes, strict=True)
-        ]
+    offsets = _mean_offset_matrices(posterior, shapes, X)
     means, covs = [], []
     for _, (jacs, f, inputs) in layer_backprops(module, layer_indices, X):
         cov = f.new_zeros(f.shape[0], f.shape[1], f.shape[1])
@@ -392,12 +388,31 @@ def kron_glm_outputs(
                 curvature.input_eigenvectors[i].to(X),
                 inverse[i],
             )
-            if offsets is not None:
-                a_tilde = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
-                f = f + torch.einsum("nko,oi,ni->nk", jac, offsets[i], a_tilde)
-        means.append(f.detach())
+        means.append(_linearised_mean(f, jacs, inputs, offsets).detach())
         covs.append(cov.detach())
     return torch.cat(means), torch.cat(covs)
+
+
+def _mean_offset_matrices(posterior, shapes, X) -> list[torch.Tensor] | None:
+    """μ − θ* as one (out, in + 1) matrix per layer, or None for Laplace (μ = θ*)."""
+    offset = posterior.mean_offset
+    if offset is None:
+        return None
+    sizes = [out * inp for out, inp in shapes]
+    return [
+        _parameters_to_matrix(block, out, inp).to(X)
+        for block, (out, inp) in zip(offset.split(sizes), shapes, strict=True)
+    ]
+
+
+def _linearised_mean(f, jacs, inputs, offsets) -> torch.Tensor:
+    """f + J(μ − θ*), layer by layer: J_l's rows are the outer products (∂f/∂s_l) ãᵀ."""
+    if offsets is None:
+        return f
+    for jac, a, offset in zip(jacs, inputs, offsets, strict=True):
+        a_tilde = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+        f = f + torch.einsum("nko,oi,ni->nk", jac, offset, a_tilde)
+    return f
 
 
 def kron_layer_covariance(

@@ -9,7 +9,13 @@ from numpy.testing import assert_allclose
 from torch.func import functional_call, hessian, jacrev
 
 from skbnn import _jacobians
-from skbnn._curvature import DiagCurvature, FullCurvature, fit_curvature, ggn_matrix
+from skbnn._curvature import (
+    DiagCurvature,
+    FullCurvature,
+    fit_curvature,
+    ggn_matrix,
+    ggn_spectrum,
+)
 from skbnn._likelihoods import BernoulliLikelihood, CategoricalLikelihood, GaussianLikelihood
 from skbnn._links import mc_proba, probit_proba
 from skbnn._network import build_mlp, last_layer_parameter_names
@@ -113,6 +119,21 @@ def test_low_rank_eigenbasis_equals_dense_decomposition(name):
     assert_allclose(
         posteriors[0].functional_covariance(J), posteriors[1].functional_covariance(J), atol=1e-10
     )
+
+
+@pytest.mark.parametrize("structure", ["full", "kron", "diag"])
+@pytest.mark.parametrize("n", [4, 40])  # fewer rows than parameters (the Gram route), and more
+def test_spectrum_without_eigenvectors_is_the_curvatures_spectrum(structure, n):
+    module, likelihood, X, weights = make_problem("categorical", n=n)
+    names = [n for n, _ in module.named_parameters()]
+    reference = fit_curvature(module, likelihood, X, weights, names, structure).spectrum()
+    spectrum = ggn_spectrum(module, likelihood, X, weights, names, structure)
+    assert spectrum.shape == reference.shape
+    scale = float(reference.max())
+    assert_allclose(spectrum.sort().values, reference.sort().values, rtol=0, atol=1e-12 * scale)
+    if structure == "full":  # and the dense GGN's own eigenvalues
+        dense = torch.linalg.eigvalsh(dense_reference_ggn(module, likelihood, X, weights, names))
+        assert_allclose(spectrum.sort().values, dense.clamp_min(0), rtol=0, atol=1e-10 * scale)
 
 
 @pytest.mark.parametrize("structure", ["full", "diag"])
