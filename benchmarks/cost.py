@@ -54,11 +54,7 @@ CLASSIFICATION = ["breast_cancer", "digits"]
 # time they are; what is left of the fit's time is "other".
 PHASES = {
     "training epochs": ("_training.py", "_steps", None),
-    "online evidence refreshes": (
-        "_fitting.py",
-        "laplace_and_evidence",
-        "train_with_online_evidence",
-    ),
+    "online evidence refreshes": ("_fitting.py", "refresh_evidence", None),
     "post-hoc GGN + evidence": ("_fitting.py", "laplace_and_evidence", "fit_network"),
     "refinement": ("_fitting.py", "refine_towards_map", None),
     "GGN-VI": ("_variational.py", "fit_glm_vi", None),

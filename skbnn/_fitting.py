@@ -38,11 +38,12 @@ from skbnn._evidence import (
     log_marginal_likelihood,
     maximize_log_marginal_likelihood,
 )
-from skbnn._network import flat_parameters, layer_sizes, row_blocks, set_flat_parameters
+from skbnn._laplace import Laplace, evidence_terms_at, laplace_at
+from skbnn._network import set_flat_parameters
 from skbnn._posterior import GaussianPosterior
 from skbnn._predictive import glm_outputs
 from skbnn._refinement import damped_newton_step, regularized_loss
-from skbnn._training import MapTrainer, TrainingConfig, TrainingDivergedError, TrainingResult
+from skbnn._training import MapTrainer, TrainingConfig, TrainingResult
 from skbnn._variational import ElboParts, fit_glm_vi
 
 # evidence_tuning="online": refresh δ, σ this many times, after this fraction of the epochs.
@@ -90,26 +91,6 @@ class Hyperparameters:
 
     prior_precision: float | np.ndarray
     noise_scale: float
-
-
-@dataclass(frozen=True)
-class Laplace:
-    """The network in float64 at the current weights, its GGN and the evidence's data terms."""
-
-    module: nn.Sequential
-    curvature: object
-    terms: EvidenceTerms
-
-    def posterior(self, hyper: Hyperparameters, param_names) -> GaussianPosterior:
-        """N(θ*, (G/c² + δI)⁻¹) at these weights and the given δ, c."""
-        return GaussianPosterior(
-            mean=flat_parameters(self.module, param_names),
-            curvature=self.curvature,
-            prior_precision=hyper.prior_precision,
-            noise_scale=hyper.noise_scale,
-            param_names=param_names,
-            layer_sizes=layer_sizes(self.module, param_names),
-        )
 
 
 @dataclass(frozen=True)
@@ -309,17 +290,31 @@ def train_with_online_evidence(problem, settings, generator, validation):
             loss = likelihood.warm_up_loss if schedule.warming_up(epoch) else likelihood_loss
             trainer.run_epoch(loss, hyper.prior_precision, validation_loss_fn=likelihood_loss)
             if schedule.refreshes_after(epoch):
-                laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
-                scores.append(evidence.log_evidence(laplace.terms, hyper))
+                laplace, hyper, score = refresh_evidence(problem, evidence, hyper)
+                scores.append(score)
                 if settings.training.verbose > 1:
                     print(f"Evidence refresh after epoch {epoch}: {_describe(hyper)}", flush=True)
                 if keep_best:
-                    best.offer(scores[-1], problem, hyper)
-                if evidence.tunes_noise_per_output(likelihood):
+                    best.offer(score, problem, hyper)
+                if laplace is not None:  # per-output noise, from the posterior
                     hyper = update_noise_per_output(problem, laplace, hyper)
             if trainer.should_stop:
                 break
     return trainer.finish(), hyper, scores, best
+
+
+def refresh_evidence(problem, evidence, hyper):
+    """δ and c that maximise the evidence at the current weights, and its log value there.
+
+    Returns ``(laplace, hyper, log_evidence)``; ``laplace`` is None unless the noise is tuned
+    per output, which needs the posterior: δ and c alone need only the GGN's spectrum.
+    """
+    if evidence.tunes_noise_per_output(problem.likelihood):
+        laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
+        return laplace, hyper, evidence.log_evidence(laplace.terms, hyper)
+    terms = evidence_terms_at(problem)
+    hyper = evidence.maximize(terms, hyper)
+    return None, hyper, evidence.log_evidence(terms, hyper)
 
 
 @dataclass(frozen=True)
@@ -369,41 +364,6 @@ def laplace_and_evidence(problem, evidence, hyper) -> tuple[Laplace, Hyperparame
     """The GGN at the current weights, then δ and c that maximise the evidence there."""
     laplace = laplace_at(problem)
     return laplace, evidence.maximize(laplace.terms, hyper)
-
-
-def laplace_at(problem: Problem) -> Laplace:
-    """The GGN at the module's current weights (float64) and the evidence's data terms."""
-    module64 = copy.deepcopy(problem.module).to(torch.float64)
-    X, y, weights = problem.float64
-    likelihood, names = problem.likelihood, problem.param_names
-    with torch.no_grad():  # in blocks: one float64 forward pass of all rows is large
-        data_fit = sum(
-            float((weights[rows] * likelihood.data_fit(module64(X[rows]), y[rows])).sum())
-            for rows in row_blocks(X.shape[0])
-        )
-    map_norm_sq = float(flat_parameters(module64, names).square().sum())
-    # The training loss was finite, yet float64 outputs or curvature may still overflow.
-    _check_finite_at_map([data_fit, map_norm_sq])
-    try:
-        curvature = fit_curvature(module64, likelihood, X, weights, names, problem.structure)
-    except torch.linalg.LinAlgError as error:
-        raise TrainingDivergedError(
-            f"The GGN at the trained weights could not be decomposed ({error}). Lower "
-            "learning_rate_init or standardise X and y."
-        ) from error
-    terms = EvidenceTerms(
-        eigenvalues=curvature.spectrum().cpu().numpy(),
-        map_norm_sq=map_norm_sq,
-        n_data=float(weights.sum()),
-        n_outputs=module64[-1].out_features,
-        data_fit=data_fit,
-        gaussian=likelihood.name == "gaussian",
-        log_noise_ref=likelihood.log_noise_ref,
-        group_sizes=layer_sizes(module64, names),
-        group_norms_sq=_layer_norms_sq(module64, names),
-    )
-    _check_finite_at_map(terms.eigenvalues)
-    return Laplace(module64, curvature, terms)
 
 
 def refine_towards_map(problem, evidence, laplace, hyper, n_steps):
@@ -483,21 +443,3 @@ def posterior_to_cpu(posterior: GaussianPosterior) -> GaussianPosterior:
         curvature=posterior.curvature.cpu(),
         linearization_point=None if lin is None else lin.cpu(),
     )
-
-
-def _layer_norms_sq(module, names):
-    """‖θ_l‖² of each Linear layer among ``names``, in order."""
-    params = dict(module.named_parameters())
-    norms: dict[str, float] = {}
-    for name in names:
-        layer = name.rsplit(".", 1)[0]
-        norms[layer] = norms.get(layer, 0.0) + float(params[name].detach().square().sum())
-    return tuple(norms.values())
-
-
-def _check_finite_at_map(values):
-    if not np.isfinite(values).all():
-        raise TrainingDivergedError(
-            "The network's outputs or curvature at the trained weights are not finite. Lower "
-            "learning_rate_init or standardise X and y."
-        )

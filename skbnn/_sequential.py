@@ -52,9 +52,9 @@ from skbnn._fitting import (
     FitSettings,
     Hyperparameters,
     Problem,
-    laplace_at,
     posterior_to_cpu,
 )
+from skbnn._laplace import laplace_at
 from skbnn._network import flat_parameters
 from skbnn._posterior import GaussianPosterior
 from skbnn._training import TrainingResult, train_map

@@ -22,9 +22,9 @@ from skbnn._fitting import (
     Hyperparameters,
     Problem,
     fit_network,
-    laplace_at,
     train_with_online_evidence,
 )
+from skbnn._laplace import laplace_at
 from skbnn._likelihoods import GaussianLikelihood, HeteroscedasticGaussianLikelihood
 from skbnn._network import build_mlp, flat_parameters
 from skbnn._training import TrainingConfig
