@@ -29,6 +29,7 @@ from torch import nn
 
 from skbnn._evidence import EvidenceTerms
 from skbnn._fitting import rebuild_curvature
+from skbnn._loo import loo_logits
 from skbnn._persistence import rebuildable
 from skbnn._posterior import GaussianPosterior
 from skbnn._predictive import glm_jacobians, glm_outputs, glm_samples, mixture_cross_covariance
@@ -91,6 +92,15 @@ def member_moments(member, X, y_scale):
     variance = torch.diagonal(cov, dim1=1, dim2=2)
     k = y_scale.shape[0]
     return f[:, :k], variance[:, :k], _noise_variance(member, f, variance, y_scale)
+
+
+def member_cavity_moments(member, X, y, weights, y_scale):
+    """Leave-one-out mean and predictive variance (n, k) of one network at its training rows
+    (X, y standardised, frequency weights), from its cavities (:mod:`skbnn._loo`)."""
+    f, cov = loo_logits(member.module, member.posterior, member.likelihood, X, y, weights)
+    variance = torch.diagonal(cov, dim1=1, dim2=2)
+    k = y_scale.shape[0]
+    return f[:, :k], variance[:, :k] + _noise_variance(member, f, variance, y_scale)
 
 
 def member_covariance(member, X, y_scale):

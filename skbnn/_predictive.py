@@ -108,3 +108,15 @@ def mixture_quantile(
         below = ndtr((middle - means) / stds).mean(0) < probability
         low, high = np.where(below, middle, low), np.where(below, high, middle)
     return 0.5 * (low + high)
+
+
+def mixture_interval(
+    means: torch.Tensor, stds: torch.Tensor, confidence: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The central ``confidence`` interval of the mixture of N(means[m], stds[m]²) (M, n, k)."""
+    tail = 0.5 * (1.0 - confidence)
+    with np.errstate(invalid="ignore"):  # overflowed stds give NaN, for the caller to refuse
+        lower, upper = (
+            mixture_quantile(means.numpy(), stds.numpy(), p) for p in (tail, 1.0 - tail)
+        )
+    return torch.as_tensor(lower), torch.as_tensor(upper)

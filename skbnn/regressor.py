@@ -7,40 +7,39 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from sklearn.base import RegressorMixin, _fit_context, clone
+from sklearn.base import RegressorMixin, _fit_context
 from sklearn.utils import Bunch, check_random_state, check_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _num_samples, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
 from skbnn import _auto
 from skbnn._base import BaseLaplaceMLP
+from skbnn._conformal import (
+    conformal_interval,
+    normalized_residuals,
+    select_calibration,
+)
 from skbnn._ensemble import (
-    NetworkMember,
     member_covariance,
     member_moments,
     member_samples,
     mixture_kernel,
-    mixture_noise_std,
 )
 from skbnn._likelihoods import GaussianLikelihood, HeteroscedasticGaussianLikelihood
+from skbnn._members import NetworkEnsembleMixin
 from skbnn._predictive import (
     mixture_cross_covariance,
+    mixture_interval,
     mixture_mean_and_variance,
-    mixture_quantile,
 )
+from skbnn._targets import noise_ratio, reference_noise, target_standardization
 from skbnn._validation import (
-    FIXED_HYPERPARAMETER_RANGE,
-    check_hidden_layer_sizes,
     check_positive_finite,
     finite_predictions,
 )
 
-# log_marginal_likelihood(sigma_noise=...): the noise relative to the fitted one, within which its
-# square and inverse square stay normal float64 numbers.
-EVIDENCE_NOISE_SCALE_RANGE = (1e-150, 1e150)
 
-
-class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
+class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
     """Multi-layer perceptron regressor with a Laplace-GGN posterior over its weights.
 
     The network is trained to its MAP weights θ* under a Gaussian prior N(0, δ⁻¹I) and Gaussian
@@ -408,80 +407,6 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
             return self._keeping_state_on_error(self._fit_ensemble, X, y, sample_weight, True)
         return self._keeping_state_on_error(self._update_ensemble, X, y, sample_weight)
 
-    def _fit_ensemble(self, X, y, sample_weight, streaming):
-        """Fit this estimator's own network, then the other members of the ensemble."""
-        self._fit(X, y, sample_weight)
-        n_hidden = len(check_hidden_layer_sizes(self.hidden_layer_sizes))
-        self.ensemble_size_ = _auto.ensemble_size(
-            self.ensemble_size, _num_samples(X), n_hidden, streaming
-        )
-        # With an int random_state the first of these seeds is the one of this estimator's own
-        # network (BaseLaplaceMLP._generator), so the first network is the same for any size.
-        seeds = check_random_state(self.random_state).randint(
-            np.iinfo(np.int32).max, size=self.ensemble_size_
-        )[1:]
-        single = clone(self).set_params(ensemble_size=1)
-        self.members_ = [self._own_member()]
-        for index, seed in enumerate(seeds, start=2):
-            if self.verbose:
-                print(f"Network {index} of {self.ensemble_size_} (random_state={seed})", flush=True)
-            member = clone(single).set_params(random_state=int(seed)).fit(X, y, sample_weight)
-            self.members_.append(member._own_member(int(seed)))
-        self._store_mixture_noise()
-        return self
-
-    def _update_ensemble(self, X, y, sample_weight):
-        """One partial_fit step of every network (records are replaced, never changed)."""
-        self._partial_fit(X, y, sample_weight)
-        chunk = self._chunk_tensors(X, y, sample_weight, None)
-        self.members_ = [
-            self._own_member(),
-            *(self._updated_member(member, chunk) for member in self.members_[1:]),
-        ]
-        self._store_mixture_noise()
-        return self
-
-    def _own_member(self, random_state=None):
-        """This estimator's own network as a :class:`NetworkMember`."""
-        sigma = getattr(self, "sigma_noise_", None)  # this network's own, before the mixture's
-        return NetworkMember(
-            module=self.module_,
-            posterior=self.posterior_,
-            prior_precision=self.prior_precision_,
-            sigma_noise=None if sigma is None else np.atleast_1d(sigma).astype(np.float64),
-            log_marginal_likelihood=self.log_marginal_likelihood_value_,
-            random_state=random_state,
-            likelihood=self._likelihood,
-            terms=self._evidence_terms,
-            ggn_rows=self._ggn_rows,
-        )
-
-    def _updated_member(self, member, chunk):
-        """A member after one more chunk, by the update of this estimator's own network."""
-        seed = check_random_state(member.random_state).randint(np.iinfo(np.int32).max)
-        generator = torch.Generator().manual_seed(int(seed))
-        network = (member.module, member.posterior, member.terms, member.likelihood)
-        update, _ = self._sequential_update(network, chunk, generator)
-        hyper, sigma = update.hyperparameters, None
-        if member.sigma_noise is not None:
-            sigma = self._noise_std(hyper, member.likelihood)
-        return replace(
-            member,
-            module=update.module,
-            posterior=update.posterior,
-            terms=update.terms,
-            prior_precision=hyper.prior_precision,
-            sigma_noise=sigma,
-            log_marginal_likelihood=self._log_evidence(update.terms, hyper),
-            ggn_rows=None,
-        )
-
-    def _store_mixture_noise(self):
-        """``sigma_noise_`` of the mixture: √(mean of the members' σ²), the predictive's noise."""
-        if self.noise != "heteroscedastic" and len(self.members_) > 1:
-            sigma = mixture_noise_std(self.members_)
-            self.sigma_noise_ = float(sigma[0]) if self._y_1d else sigma
-
     def _stacked(self, per_member, X):
         """Each tensor that ``per_member(member, X, y_scale)`` returns, stacked over members."""
         X_t = torch.tensor(X, dtype=torch.float64)
@@ -535,20 +460,36 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         return self._to_output(mean), self._to_output(torch.hypot(model_std, noise_std))
 
     @finite_predictions
-    def predict_interval(self, X, confidence=0.9):
-        """Central predictive interval of y at X that holds ``confidence`` of the probability.
+    def predict_interval(self, X, confidence=0.9, method="bayes"):
+        """Central interval of y at X that holds ``confidence`` of the probability.
 
-        For one network the predictive is N(μ, J Σ Jᵀ + σ²) and the interval μ ± z σ_total with
-        z = Φ⁻¹(½ + confidence/2). With several networks it is the mixture's own central
-        interval: its ½ ∓ confidence/2 quantiles, which are not symmetric about the mean where
-        the networks disagree.
+        ``method="bayes"``: the predictive's own interval. For one network the predictive is
+        N(μ, J Σ Jᵀ + σ²) and the interval μ ± z σ_total with z = Φ⁻¹(½ + confidence/2). With
+        several networks it is the mixture's central interval: its ½ ∓ confidence/2 quantiles,
+        which are not symmetric about the mean where the networks disagree.
+
+        ``method="conformal"``: split conformal prediction with normalised residuals,
+        μ ± q σ_total (μ, σ_total as ``predict(X, return_std=True)``), q the conformal quantile
+        of |y_i − μ(x_i)| / σ_total(x_i) on the held-out rows given to :meth:`conformalize`:
+        for rows exchangeable with those, the interval holds y with probability at least
+        ``confidence``, whatever the noise model (:mod:`skbnn._conformal`).
+
+        ``method="loo"``: the same rescaling calibrated by the training rows' leave-one-out
+        residuals from the Laplace cavities, computed at fit with no rows held out and no refit
+        (after :meth:`partial_fit`, the last chunk's rows). An approximation: the cavity leaves
+        the row out of the linearised network, not out of its training, so where the network
+        overfits the intervals are too narrow (benchmarks/RESULTS.md, "Conformal intervals").
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             Query points.
         confidence : float, default=0.9
-            Probability of the interval, in (0, 1).
+            Probability of the interval, in (0, 1). Conformal intervals reach at most
+            n/(n + 1) with n calibration rows (ValueError beyond).
+        method : {"bayes", "conformal", "loo"}, default="bayes"
+            The predictive's interval, or its rescaling calibrated on held-out rows or by
+            leave-one-out.
 
         Returns
         -------
@@ -558,14 +499,44 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
         bounds = dict(min_val=0, max_val=1, include_boundaries="neither")
         check_scalar(confidence, "confidence", numbers.Real, **bounds)
         X = self._validate_for_predict(X)
+        held_out = getattr(self, "_held_out_conformity", None)
+        calibration = select_calibration(method, held_out, self._loo_conformity)
+        if calibration is not None:
+            mean, model_std, noise_std = self._predictive_moments(X)
+            std = torch.hypot(model_std, noise_std)
+            lower, upper = conformal_interval(mean, std, *calibration, float(confidence))
+            return self._to_output(lower), self._to_output(upper)
         means, model_variances, noise_variances = self._stacked(member_moments, X)
-        scale = torch.as_tensor(self._y_scale)
-        means = self._to_y_units(means).numpy()
-        stds = ((model_variances + noise_variances).sqrt() * scale).numpy()
-        tail = 0.5 * (1.0 - float(confidence))
-        with np.errstate(invalid="ignore"):  # overflowed stds give NaN: finite_predictions' error
-            lower, upper = (mixture_quantile(means, stds, p) for p in (tail, 1.0 - tail))
-        return self._to_output(torch.as_tensor(lower)), self._to_output(torch.as_tensor(upper))
+        stds = (model_variances + noise_variances).sqrt() * torch.as_tensor(self._y_scale)
+        lower, upper = mixture_interval(self._to_y_units(means), stds, float(confidence))
+        return self._to_output(lower), self._to_output(upper)
+
+    def conformalize(self, X, y, sample_weight=None):
+        """Calibrate ``predict_interval(method="conformal")`` on rows held out from training.
+
+        Stores the normalised residuals |y_i − μ(x_i)| / σ_total(x_i) of these rows; a later
+        :meth:`fit` or :meth:`partial_fit` discards them.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Calibration rows, not used in training.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Their targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Frequency weights of the rows.
+
+        Returns
+        -------
+        self : LaplaceMLPRegressor
+            The estimator, calibrated.
+        """
+        check_is_fitted(self)
+        X, y, sample_weight = self._validate_training_data(X, y, sample_weight, reset=False)
+        mean, std = self.predict(X, return_std=True)
+        scores = normalized_residuals(y, mean, std)
+        self._held_out_conformity = (scores.reshape(len(X), -1), sample_weight)
+        return self
 
     def predict_std(self, X):
         """Predictive standard deviation √(J Σ Jᵀ + σ²), the same as ``predict(X, True)[1]``."""
@@ -689,7 +660,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
                 raise ValueError(
                     "sigma_noise is predicted by the network with heteroscedastic noise."
                 )
-            c *= _noise_ratio(sigma_noise, float(self.members_[0].sigma_noise[0]))
+            c *= noise_ratio(sigma_noise, float(self.members_[0].sigma_noise[0]))
         return self._log_evidence_at(delta, c)
 
     # -- hooks of BaseLaplaceMLP -------------------------------------------------------------------
@@ -697,7 +668,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
     def _encode_targets(self, y, sample_weight, classes=None):
         self._y_1d = y.ndim == 1
         y2 = y.reshape(y.shape[0], -1).astype(np.float64)
-        mean, scale = _standardization(y2, sample_weight, self.normalize_y)
+        mean, scale = target_standardization(y2, sample_weight, self.normalize_y)
         self._y_mean, self._y_scale = mean, scale
         targets = torch.tensor((y2 - mean) / scale)
         if self.noise == "heteroscedastic":
@@ -707,7 +678,7 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
                     "sigma_noise='evidence' and inference='laplace' (or 'auto')."
                 )
             return targets, 2 * y2.shape[1], HeteroscedasticGaussianLikelihood()
-        noise_ref = _reference_noise(self.sigma_noise, scale, self.normalize_y)
+        noise_ref = reference_noise(self.sigma_noise, scale, self.normalize_y)
         likelihood = GaussianLikelihood(torch.tensor(noise_ref, dtype=torch.float64))
         return targets, y2.shape[1], likelihood
 
@@ -783,53 +754,3 @@ class LaplaceMLPRegressor(RegressorMixin, BaseLaplaceMLP):
                 own,
                 *(member.rebuilt(self.hessian_structure_) for member in self.members_[1:]),
             ]
-
-
-def _noise_ratio(sigma_noise, fitted_sigma):
-    """σ / σ_fitted, refused where 1/σ² of the evidence would under- or overflow float64."""
-    sigma_noise = check_positive_finite(sigma_noise, "sigma_noise")
-    ratio = sigma_noise / fitted_sigma
-    low, high = EVIDENCE_NOISE_SCALE_RANGE
-    if not low < ratio < high:
-        raise ValueError(
-            f"sigma_noise={sigma_noise!r} is {ratio:.3g} times the fitted noise level; the "
-            f"evidence is representable in float64 only within [{low:g}, {high:g}] times it."
-        )
-    return ratio
-
-
-def _standardization(y, weights, normalize_y):
-    """Mean and scale of each column of y (weighted); a constant column keeps unit scale."""
-    if not normalize_y:
-        return np.zeros(y.shape[1]), np.ones(y.shape[1])
-    mean, scale = _weighted_mean_and_std(y, weights)
-    # A constant target (up to round-off, at any scale) keeps unit scale.
-    constant = ~(scale > 1e-12 * np.abs(mean)) | (scale < np.finfo(np.float64).tiny)
-    scale[constant] = 1.0
-    return mean, scale
-
-
-def _reference_noise(sigma_noise, scale, normalize_y):
-    """The noise std per output in standardised units: 1 when tuned, else the fixed one."""
-    if sigma_noise == "evidence":
-        return np.ones(scale.shape[0])
-    noise_ref = sigma_noise / scale
-    low, high = FIXED_HYPERPARAMETER_RANGE
-    if not np.all((noise_ref >= low) & (noise_ref <= high)):
-        unit = "the std of y" if normalize_y else "1 (normalize_y=False)"
-        raise ValueError(
-            f"sigma_noise={sigma_noise!r} must lie within [{low:g}, {high:g}] times {unit}; "
-            "further out training or the posterior overflow. Use sigma_noise='evidence' or a "
-            "value in that range."
-        )
-    return noise_ref
-
-
-def _weighted_mean_and_std(y, weights):
-    """Weighted mean and std of each column, computed on y / max|y| so that no square overflows."""
-    ref = np.abs(y).max(axis=0)
-    ref[ref == 0] = 1.0
-    z = y / ref
-    mean = np.average(z, axis=0, weights=weights)
-    std = np.sqrt(np.average((z - mean) ** 2, axis=0, weights=weights))
-    return mean * ref, std * ref
