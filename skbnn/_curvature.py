@@ -127,6 +127,7 @@ class DiagCurvature(Curvature):
     eigenvalues: torch.Tensor  # (P,)
 
     structure = "diag"
+    couples_weights = False
 
     @classmethod
     def from_diagonal(cls, diagonal: torch.Tensor) -> DiagCurvature:

@@ -38,6 +38,10 @@ class Curvature(ABC):
     # A pickle stores the training rows instead of this curvature, and recomputes it at load
     # time (skbnn._persistence): worth it where the curvature is far larger than the rows.
     rebuild_when_pickled: ClassVar[bool] = False
+    # Whether G keeps the cross terms between weights. Without them the earlier chunks of a
+    # stream survive only as a diagonal quadratic, and a later chunk can overwrite what they
+    # taught (catastrophic forgetting; skbnn._sequential warns).
+    couples_weights: ClassVar[bool] = True
 
     @abstractmethod
     def to(self, device) -> Curvature:

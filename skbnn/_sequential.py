@@ -41,6 +41,7 @@ overcoming catastrophic forgetting. NeurIPS.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -92,6 +93,15 @@ def update_network(
     ``chunk.module`` is a copy of ``module`` in the training dtype and device; the Laplace
     update trains it in place, GGN-VI (only offered for a Gaussian likelihood) leaves it be.
     """
+    if not posterior.curvature.couples_weights:
+        warnings.warn(
+            f"hessian_structure={chunk.structure!r} keeps only the diagonal of the earlier "
+            "chunks' curvature, so a chunk from a new region of the data can overwrite what "
+            "the earlier ones taught the model, and the streamed predictions can differ from "
+            "a refit on all rows by more than the noise. Use 'full' or 'kron' to stream.",
+            UserWarning,
+            stacklevel=4,
+        )
     if inference == "ggn-vi":
         return _update_linearized_model(module, posterior, terms, chunk, settings)
     return _update_laplace(posterior, terms, chunk, settings, generator)

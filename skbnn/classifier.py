@@ -315,8 +315,10 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         GGN at the new weights is added to Λ, and a prior precision set to ``"evidence"`` is
         re-estimated by the Laplace evidence of all data seen so far. For a linear model with a
         full GGN this recursion is exact; ``hessian_structure="kron"`` pools the Kronecker
-        factors (sum of output factors, data-weighted mean of input factors), an approximation.
-        With ``posterior_temperature="loo"`` the temperature is chosen again, on the chunk's rows.
+        factors (sum of output factors, data-weighted mean of input factors), an approximation;
+        ``"diag"`` keeps the earlier chunks only as a diagonal penalty, which can forget them
+        (it warns). With ``posterior_temperature="loo"`` the temperature is chosen again, on
+        the chunk's rows.
 
         Only available with ``inference="laplace"``: the recursion updates a Laplace posterior.
 

@@ -376,7 +376,8 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
           to 2500 weights) the result does not depend on how the rows after the first call
           are chunked, and for a linear model (``hidden_layer_sizes=()``,
           ``normalize_y=False``) it is the exact posterior of all rows at the exact evidence
-          maximum; KFAC and the diagonal approximate the earlier rows' quadratic form. The
+          maximum; KFAC and the diagonal approximate the earlier rows' quadratic form (the
+          diagonal so coarsely that a stream can forget its earlier chunks: it warns). The
           network keeps the first call's weights: the features J(x) it learnt there must suit
           the later chunks (a first chunk that covers the input range is best). ``elbo_``
           and its parts are removed.

@@ -3,6 +3,8 @@
 References are computed in 50-digit arithmetic with mpmath (a dependency of torch, through sympy).
 """
 
+import math
+
 import mpmath
 import numpy as np
 import pytest
@@ -247,7 +249,7 @@ def test_bridge_of_ordinary_covariances_is_unchanged_bit_for_bit():
         variance = torch.diagonal(cov, dim1=-2, dim2=-1).clamp_min(1e-12)
         log_alpha = torch.logaddexp(
             torch.log(torch.tensor(1 - 2 / k, dtype=mean.dtype)),
-            mean - 2 * np.log(k) + torch.logsumexp(-mean, dim=-1, keepdim=True),
+            mean - 2 * math.log(k) + torch.logsumexp(-mean, dim=-1, keepdim=True),
         ) - torch.log(variance)
         return torch.softmax(log_alpha, dim=-1)
 
