@@ -144,11 +144,11 @@ class BaseLaplaceMLP(BaseEstimator):
     def _store_fitted_hyperparameters(self, hyper, terms):
         """Turn the internal δ, c into public fitted attributes."""
 
-    def _fit_predictive(self, X, y, weights):
+    def _fit_predictive(self, X, y, weights, update=False):
         """Fit what the predictive needs besides the posterior, from the training rows (float64).
 
-        Called once the fitted posterior is stored, after ``fit`` and each ``partial_fit`` (with
-        the chunk's rows); nothing by default.
+        Called once the fitted posterior is stored, after ``fit`` and after each ``partial_fit``
+        update (with the chunk's rows and ``update=True``); nothing by default.
         """
 
     def _log_likelihood_unit_shift(self):
@@ -224,7 +224,7 @@ class BaseLaplaceMLP(BaseEstimator):
         self.scores_ = [*self.scores_, self._log_evidence(update.terms, update.hyperparameters)]
         self.n_iter_ += update.training.n_iter
         self.loss_curve_ = self.loss_curve_ + update.training.loss_curve
-        self._fit_predictive(*(t.cpu() for t in rows))
+        self._fit_predictive(*(t.cpu() for t in rows), update=True)
         return self
 
     def _chunk_tensors(self, X, y, sample_weight, classes):

@@ -14,6 +14,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from skbnn._base import BaseLaplaceMLP, uses_laplace
+from skbnn._far_field import FarFieldPrior
 from skbnn._likelihoods import BernoulliLikelihood, CategoricalLikelihood
 from skbnn._links import (
     bridge_log_proba,
@@ -71,6 +72,14 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         Classification needs it: with the evidence-tuned δ, the linearised predictive can be far
         wider than the data warrant. With ``inference="ggn-vi"``, ``"loo"`` keeps the
         variational posterior (T = 1).
+    far_field_variance : float, default=1.0
+        σ² of the Gaussian process added to every logit beyond the box of the training rows
+        (:mod:`skbnn._far_field`): infinitely many ReLU features with kinks outside the data,
+        whose variance grows as the cube of the distance beyond the box, in units of each
+        feature's training std. Zero inside the box, so fitting and predictions there are
+        unchanged; far from the data the predictive tends to uniform (with ``"probit"`` or
+        ``"mc"``: the bridge's Dirichlet mean ignores a variance shared by all logits). 0 turns
+        it off.
     hessian_structure : {"auto", "full", "kron", "diag"}, default="auto"
         Structure of the GGN: dense over all posterior weights, Kronecker-factored per layer
         (KFAC), or diagonal. ``"auto"`` is ``"full"`` up to 2500 posterior weights and ``"kron"``
@@ -149,6 +158,9 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         Laplace log evidence at ``prior_precision_``.
     posterior_temperature_ : float
         The temperature T of the posterior behind the predictions.
+    far_field_ : FarFieldPrior
+        The box of the training rows (grown by ``partial_fit``) and the feature scales of the
+        far-field prior.
     loo_log_likelihood_ : float
         Approximate leave-one-out log-likelihood of the training rows at
         ``posterior_temperature_``, a weighted mean per row (only with ``inference="laplace"``;
@@ -227,6 +239,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
             StrOptions({"loo"}),
             Interval(numbers.Real, 0, None, closed="left"),
         ],
+        "far_field_variance": [Interval(numbers.Real, 0, None, closed="left")],
     }
     _multi_output = False
     _y_numeric = False
@@ -240,6 +253,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         link_approx="probit",
         n_samples=1000,
         posterior_temperature="loo",
+        far_field_variance=1.0,
         hessian_structure="auto",
         subset_of_weights="all",
         prior_precision="evidence",
@@ -283,6 +297,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         self.link_approx = link_approx
         self.n_samples = n_samples
         self.posterior_temperature = posterior_temperature
+        self.far_field_variance = far_field_variance
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -417,9 +432,10 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
     def kernel(self, X, Y=None, *, prior=False):
         """The linearised network's Gaussian-process kernel over the logits.
 
-        k(x, x') = T · J(x) Σ J(x')ᵀ, the covariance of the logits under the (tempered) posterior
-        that the predictions use (Khan et al. 2019), or with ``prior=True`` the prior kernel
-        J(x) P₀⁻¹ J(x')ᵀ = J Jᵀ/δ.
+        k(x, x') = T · J(x) Σ J(x')ᵀ + k_far(x, x') I, the covariance of the logits under the
+        (tempered) posterior that the predictions use (Khan et al. 2019) plus the far-field
+        prior's (zero within the training box), or with ``prior=True`` the prior kernel
+        J(x) P₀⁻¹ J(x')ᵀ + k_far(x, x') I = J Jᵀ/δ + k_far I.
 
         Returns
         -------
@@ -484,8 +500,13 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         self.prior_precision_ = hyper.prior_precision
         self.log_marginal_likelihood_value_ = self._log_evidence(terms, hyper)
 
-    def _fit_predictive(self, X, y, weights):
-        """The posterior's temperature, chosen (or scored) by the leave-one-out cavities."""
+    def _fit_predictive(self, X, y, weights, update=False):
+        """The far-field prior's box, and the posterior's temperature, chosen (or scored) by the
+        leave-one-out cavities (training rows lie in the box: the far field does not enter)."""
+        if update:
+            self.far_field_ = self.far_field_.including(X, weights)
+        else:
+            self.far_field_ = FarFieldPrior.from_rows(X, weights, self.far_field_variance)
         self.__dict__.pop("loo_log_likelihood_", None)
         fixed = self.posterior_temperature != "loo"
         if self.inference_ != "laplace":
@@ -507,12 +528,18 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
             )
 
     def _glm_outputs(self, X):
+        """Logits N(f, T · J Σ Jᵀ + k_far(x, x) I)."""
         mean, cov = super()._glm_outputs(X)
-        return mean, self.posterior_temperature_ * cov
+        far = self.far_field_.diagonal(torch.as_tensor(X))
+        eye = torch.eye(cov.shape[-1], dtype=cov.dtype)
+        return mean, self.posterior_temperature_ * cov + far[:, None, None] * eye
 
     def _output_kernel(self, X, Y=None, prior=False):
         K = super()._output_kernel(X, Y, prior=prior)
-        return K if prior else self.posterior_temperature_ * K
+        X = torch.as_tensor(self._validate_for_predict(X))
+        Y = X if Y is None else torch.as_tensor(self._validate_for_predict(Y))
+        far = self.far_field_.kernel(X, Y)[:, None, :, None] * torch.eye(K.shape[1])[:, None]
+        return (K if prior else self.posterior_temperature_ * K) + far
 
     # -- helpers -----------------------------------------------------------------------------------
 
