@@ -47,25 +47,26 @@ class Laplace:
 
 def laplace_at(problem) -> Laplace:
     """The GGN at the module's current weights (float64) and the evidence's data terms."""
-    module64, data_terms = _float64_data_terms(problem)
-    X, _, weights = problem.float64
-    curvature = _decomposed(
-        fit_curvature, module64, problem.likelihood, X, weights, problem.param_names,
-        problem.structure,
-    )  # fmt: skip
+    module64, data_terms, curvature = _at_float64(problem, fit_curvature)
     return Laplace(module64, curvature, _evidence_terms(data_terms, curvature.spectrum()))
 
 
 def evidence_terms_at(problem) -> EvidenceTerms:
     """The evidence's data terms at the current weights, from the GGN's spectrum alone (no
     eigenvectors: all that an online refresh of δ and c needs)."""
+    _, data_terms, spectrum = _at_float64(problem, ggn_spectrum)
+    return _evidence_terms(data_terms, spectrum)
+
+
+def _at_float64(problem, build):
+    """The module in float64, the evidence's data terms and ``build`` (the GGN or its spectrum)
+    of the problem's rows at the current weights."""
     module64, data_terms = _float64_data_terms(problem)
     X, _, weights = problem.float64
-    spectrum = _decomposed(
-        ggn_spectrum, module64, problem.likelihood, X, weights, problem.param_names,
-        problem.structure,
-    )  # fmt: skip
-    return _evidence_terms(data_terms, spectrum)
+    built = _decomposed(
+        build, module64, problem.likelihood, X, weights, problem.param_names, problem.structure
+    )
+    return module64, data_terms, built
 
 
 def _float64_data_terms(problem):

@@ -259,6 +259,7 @@ def test_logistic_regression_laplace_equals_numpy_newton_reference(logistic_data
         hidden_layer_sizes=(),
         prior_precision=DELTA,
         posterior_temperature=1.0,  # the Laplace posterior itself
+        far_field_variance=0.0,  # no GP term beyond the training box
         max_iter=3000,
         learning_rate_init=0.05,
         random_state=0,
