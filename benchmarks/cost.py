@@ -55,7 +55,7 @@ CLASSIFICATION = ["breast_cancer", "digits"]
 PHASES = {
     "training epochs": ("_training.py", "_steps", None),
     "online evidence refreshes": ("_fitting.py", "refresh_evidence", None),
-    "post-hoc GGN + evidence": ("_fitting.py", "laplace_and_evidence", "fit_network"),
+    "post-hoc GGN + evidence": ("_fitting.py", "laplace_and_evidence", "fit_trained_network"),
     "refinement": ("_fitting.py", "refine_towards_map", None),
     "GGN-VI": ("_variational.py", "fit_glm_vi", None),
     "LOO temperature": ("classifier.py", "_fit_predictive", None),

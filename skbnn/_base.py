@@ -6,7 +6,8 @@
 2. derive one :class:`torch.Generator` from ``random_state``;
 3. build the network and the :class:`~skbnn._fitting.Problem`, resolve the 'auto' options
    (:mod:`skbnn._auto`) into the fit's settings;
-4. fit the network and its posterior (:func:`skbnn._fitting.fit_network`);
+4. fit the network (and an ensemble's other networks) and its posterior
+   (:func:`skbnn._fitting.fit_networks`);
 5. store the fitted attributes, on the CPU, and fit what the predictive needs (subclass).
 
 ``partial_fit`` does the same with :func:`skbnn._sequential.update_network`.
@@ -33,13 +34,13 @@ from skbnn._fitting import (
     FittedNetwork,
     Hyperparameters,
     Problem,
-    fit_network,
+    fit_networks,
 )
 from skbnn._network import ACTIVATIONS, build_mlp, last_layer_parameter_names
 from skbnn._persistence import compact_state, rebuild_posterior, restore_state
 from skbnn._predictive import glm_jacobians, glm_outputs
 from skbnn._sequential import update_network
-from skbnn._training import TrainingConfig
+from skbnn._training import TrainingConfig, split_validation
 from skbnn._validation import (
     check_fixed_prior_precision,
     check_hidden_layer_sizes,
@@ -167,9 +168,11 @@ class BaseLaplaceMLP(BaseEstimator):
 
     # -- fit and partial_fit -----------------------------------------------------------------------
 
-    def _fit(self, X, y, sample_weight=None, classes=None):
+    def _fit(self, X, y, sample_weight=None, classes=None, streaming=False):
         """Fit; on any error the estimator keeps the fitted state it had before the call."""
-        return self._keeping_state_on_error(self._fit_unguarded, X, y, sample_weight, classes)
+        return self._keeping_state_on_error(
+            self._fit_unguarded, X, y, sample_weight, classes, streaming
+        )
 
     def _partial_fit(self, X, y, sample_weight=None, classes=None):
         """Sequential Laplace: the current posterior is the prior for the chunk (X, y)."""
@@ -186,24 +189,40 @@ class BaseLaplaceMLP(BaseEstimator):
             self.__dict__.update(saved_state)
             raise
 
-    def _fit_unguarded(self, X, y, sample_weight, classes=None):
+    def _fit_unguarded(self, X, y, sample_weight, classes=None, streaming=False):
         X, y, sample_weight = self._validate_training_data(X, y, sample_weight, reset=True)
         check_fixed_prior_precision(self.prior_precision)
         hidden = check_hidden_layer_sizes(self.hidden_layer_sizes)
         targets, n_outputs, likelihood = self._encode_targets(y, sample_weight, classes)
-        generator = self._generator()
         X_t, y_t, w_t = self._training_tensors(X, targets, sample_weight)
-        train, validation = self._split_validation(X_t, y_t, w_t, generator)
-        module = build_mlp(
-            X.shape[1], hidden, n_outputs, self.activation, dtype=X_t.dtype, generator=generator
-        ).to(X_t.device)
-        problem = self._problem(module, likelihood, X_t[train], y_t[train], w_t[train])
-        settings = self._fit_settings(problem, streaming=False)
-        fitted = fit_network(problem, settings, generator, validation)
-        self._store_network(fitted, settings)
-        self._mc_seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
-        self._fit_predictive(*(t.cpu() for t in problem.float64))
+        seeds = [None, *self._other_network_seeds(X.shape[0], len(hidden), streaming)]
+        generators = [self._generator(seed) for seed in seeds]
+        problems, validations = [], []
+        for generator in generators:
+            # Each network draws its validation rows, initial weights and minibatches from its
+            # own generator, as if fitted alone; the likelihood's noise is its own to tune.
+            fraction = self.validation_fraction if self.early_stopping else None
+            train, validation = split_validation(X_t, y_t, w_t, fraction, generator)
+            module = build_mlp(
+                X.shape[1], hidden, n_outputs, self.activation, dtype=X_t.dtype, generator=generator
+            ).to(X_t.device)
+            rows = (X_t[train], y_t[train], w_t[train])
+            problems.append(self._problem(module, copy.deepcopy(likelihood), *rows))
+            validations.append(validation)
+        settings = self._fit_settings(problems[0], streaming=False)
+        fitted = fit_networks(problems, settings, generators, validations)
+        self._store_network(fitted[0], settings)
+        self._store_other_networks(fitted[1:], seeds[1:])
+        self._mc_seed = int(torch.randint(2**31 - 1, (1,), generator=generators[0]))
+        self._fit_predictive(*(t.cpu() for t in problems[0].float64))
         return self
+
+    def _other_network_seeds(self, n_samples, n_hidden_layers, streaming):
+        """The random states of the networks fitted besides this estimator's own: none."""
+        return []
+
+    def _store_other_networks(self, fitted, seeds):
+        """Store the networks fitted besides this estimator's own (none by default)."""
 
     def _update_unguarded(self, X, y, sample_weight, classes):
         """One partial_fit step on a fitted estimator (:mod:`skbnn._sequential`)."""
@@ -365,25 +384,12 @@ class BaseLaplaceMLP(BaseEstimator):
         check_representable(X_t, y_t, w_t, sample_weight, self.dtype)
         return X_t, y_t, w_t
 
-    def _generator(self):
-        """The fit's one source of randomness, derived from ``random_state``."""
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+    def _generator(self, random_state=None):
+        """The fit's one source of randomness, derived from ``random_state`` (of another
+        network of the fit when given)."""
+        random_state = self.random_state if random_state is None else random_state
+        seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
         return torch.Generator().manual_seed(int(seed))
-
-    def _split_validation(self, X, y, weights, generator):
-        """Indices of the training rows and, with early stopping, the held-out validation set."""
-        n_samples = X.shape[0]
-        if not self.early_stopping:
-            return torch.arange(n_samples, device=X.device), None
-        n_validation = max(1, round(self.validation_fraction * n_samples))
-        if n_samples - n_validation < 2:
-            raise ValueError(
-                f"early_stopping needs at least 2 training rows after holding out "
-                f"validation_fraction={self.validation_fraction}; got n_samples={n_samples}."
-            )
-        order = torch.randperm(n_samples, generator=generator).to(X.device)
-        val, train = order[:n_validation], order[n_validation:]
-        return train, (X[val], y[val], weights[val])
 
     # -- prediction helpers ------------------------------------------------------------------------
 

@@ -1,6 +1,8 @@
-"""The fit of one network, as a recipe: train, curvature, evidence, refinement, posterior.
+"""The fit of a network, as a recipe: train, curvature, evidence, refinement, posterior.
 
-:func:`fit_network` reads as the algorithm (Immer et al. 2021, Alg. 1, with MacKay's evidence):
+:func:`fit_networks` reads as the algorithm (Immer et al. 2021, Alg. 1, with MacKay's evidence),
+for one network or an ensemble's, which train together as one batched model and then take the
+other steps one by one:
 
 1. train the MAP network; with online tuning, every few epochs compute the GGN at the current
    weights and set δ (and σ) to the maximiser of the Laplace evidence (:class:`EvidenceSchedule`),
@@ -39,6 +41,7 @@ from skbnn._evidence import (
     maximize_log_marginal_likelihood,
 )
 from skbnn._laplace import Laplace, evidence_terms_at, laplace_at
+from skbnn._likelihoods import stacked_negative_log_likelihood
 from skbnn._network import set_flat_parameters
 from skbnn._posterior import GaussianPosterior
 from skbnn._predictive import glm_outputs
@@ -55,11 +58,14 @@ INITIAL_PRIOR_PRECISION = 1.0
 PER_OUTPUT_NOISE_ROUNDS = 3
 # Levenberg–Marquardt refinement: each step tries at most this many dampings λ (λ grows tenfold
 # after a rejected trial and shrinks threefold after an accepted one); the steps end once the
-# predicted decrease of the regularised loss is below this many nats.
+# predicted decrease of the regularised loss is below this many nats, or once this many steps in
+# a row have not raised the evidence above the best point so far (on noisy data the evidence
+# falls from the first step on, and the trained weights are kept: RESULTS.md, "Cost").
 MAP_REFINEMENT_TRIES = 6
 MAP_REFINEMENT_DAMPING_INCREASE = 10.0
 MAP_REFINEMENT_DAMPING_DECREASE = 3.0
 MAP_REFINEMENT_TOLERANCE = 1e-9
+MAP_REFINEMENT_PATIENCE = 3
 
 
 @dataclass(frozen=True)
@@ -166,17 +172,40 @@ class FittedNetwork:
     ggn_rows: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
-def fit_network(problem, settings, generator, validation=None) -> FittedNetwork:
-    """Fit one network and its posterior; see the module docstring for the steps."""
+def fit_networks(problems, settings, generators, validations) -> list[FittedNetwork]:
+    """Fit each network of ``problems`` and its posterior; see the module docstring for the steps.
+
+    The problems are networks of one architecture on the same rows (an ensemble's members, or
+    one network), with a generator and an optional validation set each. They train together,
+    as one batched model, except with early stopping: each network then stops on its own
+    validation rows at its own epoch, and trains alone.
+    """
+    if settings.training.early_stopping:
+        trained = [
+            network
+            for problem, generator, validation in zip(
+                problems, generators, validations, strict=True
+            )
+            for network in train_with_online_evidence([problem], settings, [generator], validation)
+        ]
+    else:
+        trained = train_with_online_evidence(problems, settings, generators, None)
+    fitted = []
+    for index, (network, generator) in enumerate(zip(trained, generators, strict=True), start=1):
+        if settings.training.verbose and len(problems) > 1:
+            print(f"Network {index} of {len(problems)}", flush=True)
+        fitted.append(fit_trained_network(network, settings, generator))
+    return fitted
+
+
+def fit_trained_network(network, settings, generator) -> FittedNetwork:
+    """Steps 2–5 for one network after training (a :class:`TrainedNetwork`)."""
+    problem, hyper, scores = network.problem, network.hyper, network.scores
     evidence, progress = settings.evidence, Progress(settings.training.verbose)
-    training, hyper, scores, best = train_with_online_evidence(
-        problem, settings, generator, validation
-    )
-    progress.phase(f"Training: {training.n_iter} epochs, {len(scores)} evidence refreshes")
     laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
-    if best.score > evidence.log_evidence(laplace.terms, hyper):
+    if network.best.score > evidence.log_evidence(laplace.terms, hyper):
         # The evidence peaked during training: keep those weights (Immer et al. 2021).
-        hyper = best.restore(problem)
+        hyper = network.best.restore(problem)
         laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
     progress.phase(f"GGN ({problem.structure}) and evidence at the trained weights")
     if settings.refinement_steps:
@@ -203,7 +232,7 @@ def fit_network(problem, settings, generator, validation=None) -> FittedNetwork:
         terms=laplace.terms,
         likelihood=problem.likelihood,
         hyperparameters=hyper,
-        training=training,
+        training=network.training,
         scores=scores,
         elbo=elbo,
         elbo_curve=elbo_curve,
@@ -266,41 +295,73 @@ def _describe(hyper: Hyperparameters) -> str:
     return f"prior precision {delta.tolist()}, noise scale {hyper.noise_scale:.6g}"
 
 
-def train_with_online_evidence(problem, settings, generator, validation):
-    """Step 1: MAP training, with δ and c refreshed by the evidence on the schedule.
+@dataclass
+class TrainedNetwork:
+    """One network through training: its δ and c, the log evidence of each online refresh, and
+    the checkpoint of the highest."""
 
-    Returns the training record, the hyperparameters at its end, the log evidence of each
-    refresh and the checkpoint of the highest one.
+    problem: Problem
+    hyper: Hyperparameters
+    scores: list[float] = field(default_factory=list)
+    best: EvidenceCheckpoint = field(default_factory=lambda: EvidenceCheckpoint())
+    training: TrainingResult | None = None
+
+    def refresh(self, evidence, keep_best: bool) -> None:
+        """Set δ and c to the evidence's maximiser at the current weights."""
+        laplace, self.hyper, score = refresh_evidence(self.problem, evidence, self.hyper)
+        self.scores.append(score)
+        if keep_best:
+            self.best.offer(score, self.problem, self.hyper)
+        if laplace is not None:  # per-output noise, from the posterior
+            self.hyper = update_noise_per_output(self.problem, laplace, self.hyper)
+
+
+def train_with_online_evidence(problems, settings, generators, validation):
+    """Step 1: MAP training of the networks together, with each network's δ and c refreshed by
+    its evidence on the schedule; returns a :class:`TrainedNetwork` per problem.
+
+    The problems share their rows (``problems[0]``'s X, y and weights); ``validation`` needs a
+    single problem.
     """
-    likelihood, evidence = problem.likelihood, settings.evidence
-    hyper, scores, best = evidence.initial(), [], EvidenceCheckpoint()
+    evidence = settings.evidence
+    networks = [TrainedNetwork(problem, evidence.initial()) for problem in problems]
     keep_best = evidence.keep_best and not settings.training.early_stopping
     schedule = EvidenceSchedule(
         settings.training.max_iter, settings.warm_up_epochs, evidence.online
     )
+    rows = problems[0]
     trainer = MapTrainer(
-        problem.module, problem.X, problem.y, problem.weights, settings.training, generator,
-        validation,
+        [problem.module for problem in problems], rows.X, rows.y, rows.weights,
+        settings.training, generators, validation,
     )  # fmt: skip
+    progress = Progress(settings.training.verbose)
     with trainer.interruptible():
         for epoch in trainer.epochs():
-            likelihood_loss = functools.partial(
-                likelihood.negative_log_likelihood, noise_scale=hyper.noise_scale
+            likelihood_loss = stacked_negative_log_likelihood(
+                [network.problem.likelihood for network in networks],
+                [network.hyper.noise_scale for network in networks],
             )
-            loss = likelihood.warm_up_loss if schedule.warming_up(epoch) else likelihood_loss
-            trainer.run_epoch(loss, hyper.prior_precision, validation_loss_fn=likelihood_loss)
+            warm_up_loss = getattr(rows.likelihood, "warm_up_loss", None)
+            trainer.run_epoch(
+                warm_up_loss if schedule.warming_up(epoch) else likelihood_loss,
+                [network.hyper.prior_precision for network in networks],
+                validation_loss_fn=likelihood_loss,
+            )
             if schedule.refreshes_after(epoch):
-                laplace, hyper, score = refresh_evidence(problem, evidence, hyper)
-                scores.append(score)
+                for network in networks:
+                    network.refresh(evidence, keep_best)
                 if settings.training.verbose > 1:
-                    print(f"Evidence refresh after epoch {epoch}: {_describe(hyper)}", flush=True)
-                if keep_best:
-                    best.offer(score, problem, hyper)
-                if laplace is not None:  # per-output noise, from the posterior
-                    hyper = update_noise_per_output(problem, laplace, hyper)
+                    hypers = "; ".join(_describe(network.hyper) for network in networks)
+                    print(f"Evidence refresh after epoch {epoch}: {hypers}", flush=True)
             if trainer.should_stop:
                 break
-    return trainer.finish(), hyper, scores, best
+    for network, training in zip(networks, trainer.finish(), strict=True):
+        network.training = training
+    first = networks[0]
+    progress.phase(
+        f"Training: {first.training.n_iter} epochs, {len(first.scores)} evidence refreshes"
+    )
+    return networks
 
 
 def refresh_evidence(problem, evidence, hyper):
@@ -345,12 +406,15 @@ class EvidenceCheckpoint:
     def __init__(self):
         self.score = -math.inf
 
-    def offer(self, score: float, problem: Problem, hyper: Hyperparameters) -> None:
-        if score > self.score:
-            self.score = score
-            self.state = copy.deepcopy(problem.module.state_dict())
-            self.hyper = hyper
-            self.noise_std = copy.deepcopy(getattr(problem.likelihood, "noise_std", None))
+    def offer(self, score: float, problem: Problem, hyper: Hyperparameters) -> bool:
+        """Keep the point if its score is the highest so far; returns whether it is."""
+        if score <= self.score:
+            return False
+        self.score = score
+        self.state = copy.deepcopy(problem.module.state_dict())
+        self.hyper = hyper
+        self.noise_std = copy.deepcopy(getattr(problem.likelihood, "noise_std", None))
+        return True
 
     def restore(self, problem: Problem) -> Hyperparameters:
         """Put the checkpoint's weights (and reference noise) back; returns its δ, c."""
@@ -371,12 +435,13 @@ def refine_towards_map(problem, evidence, laplace, hyper, n_steps):
 
     After each accepted step the GGN and δ, c are refitted, so the evidence of every point on
     the path is at its own best hyperparameters and the points can be compared (MacKay 1992).
-    The trained weights are the first candidate: the evidence never drops.
+    The trained weights are the first candidate: the evidence never drops. The steps stop early
+    once ``MAP_REFINEMENT_PATIENCE`` in a row have not improved on the best.
     """
     best = EvidenceCheckpoint()
     best.offer(evidence.log_evidence(laplace.terms, hyper), problem, hyper)
     data = problem.float64
-    damping = None
+    damping, steps_without_improvement = None, 0
     for _ in range(n_steps):
         posterior = laplace.posterior(hyper, problem.param_names)
         theta = posterior.mean
@@ -390,9 +455,12 @@ def refine_towards_map(problem, evidence, laplace, hyper, n_steps):
             break  # no decrease even for a short step: at a (local) minimum
         set_flat_parameters(problem.module, problem.param_names, theta - step)
         laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
-        best.offer(evidence.log_evidence(laplace.terms, hyper), problem, hyper)
+        improved = best.offer(evidence.log_evidence(laplace.terms, hyper), problem, hyper)
+        steps_without_improvement = 0 if improved else steps_without_improvement + 1
         if float(gradient @ step) < MAP_REFINEMENT_TOLERANCE:
             break  # the predicted decrease of the regularised loss is negligible
+        if steps_without_improvement >= MAP_REFINEMENT_PATIENCE:
+            break  # the evidence has turned away from the path
     if best.score > evidence.log_evidence(laplace.terms, hyper):
         hyper = best.restore(problem)
         laplace, hyper = laplace_and_evidence(problem, evidence, hyper)

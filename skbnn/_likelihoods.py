@@ -9,6 +9,10 @@ are taken at c = 1; the evidence rescales them by 1/c² (:mod:`skbnn._evidence`)
 
 ``data_fit`` is the per-sample quantity the evidence needs at the MAP: the squared standardised
 residual ‖(y − f)/σ‖² for the Gaussian, the negative log-likelihood otherwise.
+
+The per-sample losses take outputs f of shape (..., n, K) and targets of the same leading shape,
+so that the networks of an ensemble, trained as one batched model, are scored in one call; the
+Gaussian's ``noise_scale`` may then be a tensor of shape (..., 1), one c per network.
 """
 
 from __future__ import annotations
@@ -39,10 +43,16 @@ class GaussianLikelihood:
         return float(torch.log(self.noise_std).sum())
 
     def negative_log_likelihood(
-        self, f: torch.Tensor, y: torch.Tensor, noise_scale: float = 1.0
+        self, f: torch.Tensor, y: torch.Tensor, noise_scale: float | torch.Tensor = 1.0
     ) -> torch.Tensor:
-        """Per-sample −log p(y | f) with noise std ``noise_scale * noise_std``, shape (batch,)."""
-        log_norm = gaussian_log_normalizer(f.shape[-1], noise_scale, self.log_noise_ref)
+        """Per-sample −log p(y | f) with noise std ``noise_scale * noise_std``, shape (..., n)."""
+        if isinstance(noise_scale, torch.Tensor):
+            k = f.shape[-1]
+            log_norm = k * torch.log(noise_scale) + gaussian_log_normalizer(
+                k, 1.0, self.log_noise_ref
+            )
+        else:
+            log_norm = gaussian_log_normalizer(f.shape[-1], noise_scale, self.log_noise_ref)
         return 0.5 * self.data_fit(f, y) / noise_scale**2 + log_norm
 
     def data_fit(self, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -67,7 +77,7 @@ class HeteroscedasticGaussianLikelihood:
 
     def negative_log_likelihood(self, f: torch.Tensor, y: torch.Tensor, noise_scale=1.0):
         k = f.shape[-1] // 2
-        mean, log_var = f[:, :k], f[:, k:]
+        mean, log_var = f[..., :k], f[..., k:]
         residual_sq = (y - mean).square() * torch.exp(-log_var)
         return 0.5 * (residual_sq + log_var).sum(-1) + 0.5 * k * math.log(2 * math.pi)
 
@@ -81,7 +91,7 @@ class HeteroscedasticGaussianLikelihood:
         (Skafte, Jørgensen & Hauberg 2019). The log-variance outputs only feel the weight decay.
         """
         k = f.shape[-1] // 2
-        return 0.5 * (y - f[:, :k]).square().sum(-1)
+        return 0.5 * (y - f[..., :k]).square().sum(-1)
 
     def output_hessian_sqrt(self, f: torch.Tensor) -> torch.Tensor:
         k = f.shape[-1] // 2
@@ -96,7 +106,7 @@ class BernoulliLikelihood:
     log_noise_ref = 0.0
 
     def negative_log_likelihood(self, f: torch.Tensor, y: torch.Tensor, noise_scale=1.0):
-        return F.binary_cross_entropy_with_logits(f[:, 0], y.to(f), reduction="none")
+        return F.binary_cross_entropy_with_logits(f[..., 0], y.to(f), reduction="none")
 
     data_fit = negative_log_likelihood
 
@@ -112,7 +122,8 @@ class CategoricalLikelihood:
     log_noise_ref = 0.0
 
     def negative_log_likelihood(self, f: torch.Tensor, y: torch.Tensor, noise_scale=1.0):
-        return F.cross_entropy(f, y, reduction="none")
+        nll = F.cross_entropy(f.reshape(-1, f.shape[-1]), y.reshape(-1), reduction="none")
+        return nll.view(y.shape)
 
     data_fit = negative_log_likelihood
 
@@ -121,3 +132,28 @@ class CategoricalLikelihood:
         p = torch.softmax(f, dim=-1)
         sqrt_p = p.sqrt()
         return torch.diag_embed(sqrt_p) - p.unsqueeze(-1) * sqrt_p.unsqueeze(-2)
+
+
+def stacked_negative_log_likelihood(likelihoods, noise_scales):
+    """The loss of networks trained as one batched model: ``loss(f, y)`` with outputs f of shape
+    (M, b, K) is each network's per-row −log p(y | f) under its own likelihood and noise scale,
+    shape (M, b); one call when the networks share their reference noise."""
+    first = likelihoods[0]
+    if all(_same_reference_noise(likelihood, first) for likelihood in likelihoods):
+        noise_scale = torch.tensor(noise_scales, dtype=torch.float64)[:, None]
+        return lambda f, y: first.negative_log_likelihood(f, y, noise_scale.to(f))
+
+    def per_network(f, y):  # the reference noise was tuned per network (per-output noise)
+        return torch.stack(
+            [
+                likelihood.negative_log_likelihood(f_m, y_m, c)
+                for likelihood, c, f_m, y_m in zip(likelihoods, noise_scales, f, y, strict=True)
+            ]
+        )
+
+    return per_network
+
+
+def _same_reference_noise(likelihood, other) -> bool:
+    noise, other_noise = getattr(likelihood, "noise_std", None), getattr(other, "noise_std", None)
+    return noise is None or torch.equal(noise, other_noise)

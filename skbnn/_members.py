@@ -1,9 +1,10 @@
 """The regressor's networks as an ensemble: each fitted, updated and kept as a record.
 
-:class:`NetworkEnsembleMixin` fits the estimator's own network, then ``ensemble_size_ − 1``
-more from seeds drawn from ``random_state``, each a clone with ``ensemble_size=1`` whose
-network becomes a :class:`~skbnn._ensemble.NetworkMember`; ``partial_fit`` updates every member
-on the chunk. Records are replaced, never changed in place. After either, the mixture's noise
+:class:`NetworkEnsembleMixin` fits the estimator's own network and ``ensemble_size_ − 1`` more,
+from seeds drawn from ``random_state``: each network is initialised and trained as a clone with
+``ensemble_size=1`` and that seed would be (they train together, :mod:`skbnn._fitting`), and
+the others become :class:`~skbnn._ensemble.NetworkMember` records; ``partial_fit`` updates every
+member on the chunk. Records are replaced, never changed in place. After either, the mixture's noise
 and the leave-one-out calibration of conformal intervals (:mod:`skbnn._conformal`) are stored.
 """
 
@@ -13,42 +14,38 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from sklearn.base import clone
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import _num_samples
 
 from skbnn import _auto
 from skbnn._conformal import loo_calibration
 from skbnn._ensemble import NetworkMember, mixture_noise_std
-from skbnn._validation import check_hidden_layer_sizes
 
 
 class NetworkEnsembleMixin:
     """Ensemble fitting for :class:`~skbnn.LaplaceMLPRegressor` (see the module docstring)."""
 
     def _fit_ensemble(self, X, y, sample_weight, streaming):
-        """Fit this estimator's own network, then the other members of the ensemble."""
-        self._fit(X, y, sample_weight)
-        n_hidden = len(check_hidden_layer_sizes(self.hidden_layer_sizes))
-        self.ensemble_size_ = _auto.ensemble_size(
-            self.ensemble_size, _num_samples(X), n_hidden, streaming
-        )
-        # With an int random_state the first of these seeds is the one of this estimator's own
-        # network (BaseLaplaceMLP._generator), so the first network is the same for any size.
-        seeds = check_random_state(self.random_state).randint(
-            np.iinfo(np.int32).max, size=self.ensemble_size_
-        )[1:]
-        single = clone(self).set_params(ensemble_size=1)
-        self.members_ = [self._own_member()]
-        for index, seed in enumerate(seeds, start=2):
-            if self.verbose:
-                print(f"Network {index} of {self.ensemble_size_} (random_state={seed})", flush=True)
-            member = clone(single).set_params(random_state=int(seed))
-            member._fit(X, y, sample_weight)  # its network only: no scores of its own
-            self.members_.append(member._own_member(int(seed)))
+        """Fit this estimator's own network and the ensemble's others (trained together)."""
+        self._fit(X, y, sample_weight, streaming=streaming)
         self._store_mixture_noise()
         self._store_conformity_scores(self._chunk_tensors(X, y, sample_weight, None))
         return self
+
+    def _other_network_seeds(self, n_samples, n_hidden_layers, streaming):
+        """The random states of the ensemble's other networks: ``ensemble_size_ − 1`` seeds."""
+        size = _auto.ensemble_size(self.ensemble_size, n_samples, n_hidden_layers, streaming)
+        # With an int random_state the first of these seeds is the one of this estimator's own
+        # network (BaseLaplaceMLP._generator), so the first network is the same for any size.
+        seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=size)
+        return [int(seed) for seed in seeds[1:]]
+
+    def _store_other_networks(self, fitted, seeds):
+        """``members_``: this estimator's own network, then the others as records."""
+        self.ensemble_size_ = 1 + len(fitted)
+        self.members_ = [
+            self._own_member(),
+            *(self._member(network, seed) for network, seed in zip(fitted, seeds, strict=True)),
+        ]
 
     def _update_ensemble(self, X, y, sample_weight):
         """One partial_fit step of every network (records are replaced, never changed)."""
@@ -62,7 +59,7 @@ class NetworkEnsembleMixin:
         self._store_conformity_scores(chunk)
         return self
 
-    def _own_member(self, random_state=None):
+    def _own_member(self):
         """This estimator's own network as a :class:`NetworkMember`."""
         sigma = getattr(self, "sigma_noise_", None)  # this network's own, before the mixture's
         return NetworkMember(
@@ -71,10 +68,28 @@ class NetworkEnsembleMixin:
             prior_precision=self.prior_precision_,
             sigma_noise=None if sigma is None else np.atleast_1d(sigma).astype(np.float64),
             log_marginal_likelihood=self.log_marginal_likelihood_value_,
-            random_state=random_state,
+            random_state=None,
             likelihood=self._likelihood,
             terms=self._evidence_terms,
             ggn_rows=self._ggn_rows,
+        )
+
+    def _member(self, fitted, random_state):
+        """Another network of the fit (a :class:`~skbnn._fitting.FittedNetwork`) as a record."""
+        hyper = fitted.hyperparameters
+        sigma = None
+        if self.noise != "heteroscedastic":
+            sigma = self._noise_std(hyper, fitted.likelihood).astype(np.float64)
+        return NetworkMember(
+            module=fitted.module,
+            posterior=fitted.posterior,
+            prior_precision=hyper.prior_precision,
+            sigma_noise=sigma,
+            log_marginal_likelihood=self._log_evidence(fitted.terms, hyper),
+            random_state=random_state,
+            likelihood=fitted.likelihood,
+            terms=fitted.terms,
+            ggn_rows=fitted.ggn_rows,
         )
 
     def _updated_member(self, member, chunk):

@@ -291,8 +291,8 @@ def _previous_posterior_penalty(module, previous):
     other_delta = float(np.mean(previous.prior_precision))
     dtype = next(module.parameters()).dtype
 
-    def penalty(module):
-        params = dict(module.named_parameters())
+    def penalty(params):
+        """The penalty at the named parameters ``params`` (views of the trained network's)."""
         shift = torch.cat([params[n].reshape(-1) for n in names]).to(torch.float64)
         shift = shift - previous.mean
         value = 0.5 * (shift * previous.precision_vector_product(shift)).sum()

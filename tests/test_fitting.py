@@ -21,7 +21,7 @@ from skbnn._fitting import (
     FitSettings,
     Hyperparameters,
     Problem,
-    fit_network,
+    fit_networks,
     train_with_online_evidence,
 )
 from skbnn._laplace import laplace_at
@@ -128,9 +128,10 @@ def test_validation_during_the_warm_up_scores_the_likelihood():
         **{**settings.__dict__, "training": TrainingConfig(15, 40, 0.01, early_stopping=True)}
     )
     validation = (problem.X, problem.y, problem.weights)
-    training, *_ = train_with_online_evidence(
-        problem, settings, torch.Generator().manual_seed(0), validation
+    (network,) = train_with_online_evidence(
+        [problem], settings, [torch.Generator().manual_seed(0)], validation
     )
+    training = network.training
     with torch.no_grad():
         nll = likelihood.negative_log_likelihood(problem.module(problem.X), problem.y).mean()
     assert training.best_validation_score == pytest.approx(-float(nll), rel=1e-12)
@@ -151,7 +152,7 @@ def test_recipe_on_a_linear_model_is_bayesian_linear_regression():
         X, y, likelihood=GaussianLikelihood(torch.tensor([sigma], dtype=torch.float64))
     )
     settings = settings_of(50, online=False, fixed=(delta, 1.0), refinement=5)
-    fitted = fit_network(problem, settings, torch.Generator().manual_seed(0))
+    (fitted,) = fit_networks([problem], settings, [torch.Generator().manual_seed(0)], [None])
     Phi = np.hstack([X, np.ones((30, 1))])
     precision = Phi.T @ Phi / sigma**2 + delta * np.eye(3)
     mean = np.linalg.solve(precision, Phi.T @ y[:, 0] / sigma**2)

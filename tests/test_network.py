@@ -171,12 +171,12 @@ def train_linear(problem, max_iter, seed=0, y=None):
 def train_linear_epochwise(problem, max_iter, after_epoch, seed=0):
     """The loop of train_map with MapTrainer, calling ``after_epoch(module, epoch)``."""
     module, loss, data, config = linear_training(problem, max_iter, seed)
-    trainer = MapTrainer(module, *data, config, torch.Generator().manual_seed(seed))
+    trainer = MapTrainer([module], *data, config, [torch.Generator().manual_seed(seed)])
     with trainer.interruptible():
         for epoch in trainer.epochs():
-            trainer.run_epoch(loss, DELTA)
+            trainer.run_epoch(loss, [DELTA])
             after_epoch(module, epoch)
-    return module, trainer.finish()
+    return module, trainer.finish()[0]
 
 
 def test_full_batch_training_reaches_the_weighted_ridge_map(ridge_problem):
