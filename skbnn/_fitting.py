@@ -58,14 +58,11 @@ INITIAL_PRIOR_PRECISION = 1.0
 PER_OUTPUT_NOISE_ROUNDS = 3
 # Levenberg–Marquardt refinement: each step tries at most this many dampings λ (λ grows tenfold
 # after a rejected trial and shrinks threefold after an accepted one); the steps end once the
-# predicted decrease of the regularised loss is below this many nats, or once this many steps in
-# a row have not raised the evidence above the best point so far (on noisy data the evidence
-# falls from the first step on, and the trained weights are kept: RESULTS.md, "Cost").
+# predicted decrease of the regularised loss is below this many nats.
 MAP_REFINEMENT_TRIES = 6
 MAP_REFINEMENT_DAMPING_INCREASE = 10.0
 MAP_REFINEMENT_DAMPING_DECREASE = 3.0
 MAP_REFINEMENT_TOLERANCE = 1e-9
-MAP_REFINEMENT_PATIENCE = 3
 
 
 @dataclass(frozen=True)
@@ -406,15 +403,12 @@ class EvidenceCheckpoint:
     def __init__(self):
         self.score = -math.inf
 
-    def offer(self, score: float, problem: Problem, hyper: Hyperparameters) -> bool:
-        """Keep the point if its score is the highest so far; returns whether it is."""
-        if score <= self.score:
-            return False
-        self.score = score
-        self.state = copy.deepcopy(problem.module.state_dict())
-        self.hyper = hyper
-        self.noise_std = copy.deepcopy(getattr(problem.likelihood, "noise_std", None))
-        return True
+    def offer(self, score: float, problem: Problem, hyper: Hyperparameters) -> None:
+        if score > self.score:
+            self.score = score
+            self.state = copy.deepcopy(problem.module.state_dict())
+            self.hyper = hyper
+            self.noise_std = copy.deepcopy(getattr(problem.likelihood, "noise_std", None))
 
     def restore(self, problem: Problem) -> Hyperparameters:
         """Put the checkpoint's weights (and reference noise) back; returns its δ, c."""
@@ -435,13 +429,12 @@ def refine_towards_map(problem, evidence, laplace, hyper, n_steps):
 
     After each accepted step the GGN and δ, c are refitted, so the evidence of every point on
     the path is at its own best hyperparameters and the points can be compared (MacKay 1992).
-    The trained weights are the first candidate: the evidence never drops. The steps stop early
-    once ``MAP_REFINEMENT_PATIENCE`` in a row have not improved on the best.
+    The trained weights are the first candidate: the evidence never drops.
     """
     best = EvidenceCheckpoint()
     best.offer(evidence.log_evidence(laplace.terms, hyper), problem, hyper)
     data = problem.float64
-    damping, steps_without_improvement = None, 0
+    damping = None
     for _ in range(n_steps):
         posterior = laplace.posterior(hyper, problem.param_names)
         theta = posterior.mean
@@ -455,12 +448,9 @@ def refine_towards_map(problem, evidence, laplace, hyper, n_steps):
             break  # no decrease even for a short step: at a (local) minimum
         set_flat_parameters(problem.module, problem.param_names, theta - step)
         laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
-        improved = best.offer(evidence.log_evidence(laplace.terms, hyper), problem, hyper)
-        steps_without_improvement = 0 if improved else steps_without_improvement + 1
+        best.offer(evidence.log_evidence(laplace.terms, hyper), problem, hyper)
         if float(gradient @ step) < MAP_REFINEMENT_TOLERANCE:
             break  # the predicted decrease of the regularised loss is negligible
-        if steps_without_improvement >= MAP_REFINEMENT_PATIENCE:
-            break  # the evidence has turned away from the path
     if best.score > evidence.log_evidence(laplace.terms, hyper):
         hyper = best.restore(problem)
         laplace, hyper = laplace_and_evidence(problem, evidence, hyper)

@@ -123,7 +123,8 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
         Number of networks, each trained from its own random initialisation with its own
         posterior and evidence-tuned δ and σ. Predictions come from their equal-weight mixture
         (a mixture of Laplace approximations, Eschenhagen et al. 2021), whose variance adds the
-        networks' disagreement to their own uncertainty. Each network is in ``members_``.
+        networks' disagreement to their own uncertainty. Each network is in ``members_``. The
+        networks train together as one batched model, each as it would alone from its seed.
         ``"auto"``: 3 when
         :meth:`fit` sees at most 2000 rows and the network has a hidden layer, else 1 (a
         linear model, ``hidden_layer_sizes=()``, has a single mode). :meth:`partial_fit`,

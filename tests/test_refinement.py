@@ -11,7 +11,7 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from skbnn import LaplaceMLPClassifier, LaplaceMLPRegressor, _fitting
+from skbnn import LaplaceMLPClassifier, LaplaceMLPRegressor
 from skbnn._curvature import fit_curvature
 from skbnn._likelihoods import GaussianLikelihood
 from skbnn._network import build_mlp, flat_parameters
@@ -185,28 +185,3 @@ def test_early_stopping_keeps_its_validation_weights(ridge_data):
     with_steps = linear_regressor(steps=20, early_stopping=True).fit(X, y)
     without = linear_regressor(steps=0, early_stopping=True).fit(X, y)
     assert_allclose(with_steps.posterior_.mean.numpy(), without.posterior_.mean.numpy(), rtol=0)
-
-
-def test_refinement_stops_once_the_evidence_stops_improving(monkeypatch):
-    """Noisy data: the evidence falls along the path, and the steps end after
-    MAP_REFINEMENT_PATIENCE in a row below the best point (here the trained one)."""
-    rng = np.random.RandomState(0)
-    X = rng.uniform(-2, 2, size=(100, 2))
-    y = np.sin(X[:, 0]) + rng.randn(100)
-    improvements = []
-    offer = _fitting.EvidenceCheckpoint.offer
-
-    def recording_offer(self, score, problem, hyper):
-        improvements.append(offer(self, score, problem, hyper))
-        return improvements[-1]
-
-    monkeypatch.setattr(_fitting.EvidenceCheckpoint, "offer", recording_offer)
-    LaplaceMLPRegressor(
-        hidden_layer_sizes=(16,), ensemble_size=1, map_refinement_steps=20, random_state=0
-    ).fit(X, y)
-    trained, *steps = improvements  # the refinement's offers (no online checkpoint here)
-    patience = _fitting.MAP_REFINEMENT_PATIENCE
-    assert trained and len(steps) < 20
-    assert steps[-patience:] == [False] * patience
-    runs = "".join("x" if improved else "." for improved in steps[:-1])
-    assert "." * patience not in runs
