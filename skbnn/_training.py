@@ -111,6 +111,7 @@ class MapTrainer:
         )
         self.total_steps = config.max_iter * math.ceil(X.shape[0] / config.batch_size)
         self.n_steps = 0
+        self._decay_key, self._decay = None, None  # the weight decay of the last δ (see below)
         self.results = [TrainingResult() for _ in self.modules]
         self._best_state, self._best_score, self._epochs_without_improvement = None, -math.inf, 0
         self._start = time.perf_counter()
@@ -217,7 +218,7 @@ class MapTrainer:
         if not deltas.any():
             return None
         key = deltas.tobytes()
-        if getattr(self, "_decay_key", None) != key:
+        if self._decay_key != key:
             decay = torch.tensor(deltas.T / self.total_weight, dtype=self.X.dtype)
             self._decay_key, self._decay = key, decay.to(self.X.device)[:, :, None, None]
         return self._decay
