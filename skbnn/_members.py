@@ -76,21 +76,15 @@ class NetworkEnsembleMixin:
 
     def _member(self, fitted, random_state):
         """Another network of the fit (a :class:`~skbnn._fitting.FittedNetwork`) as a record."""
-        hyper = fitted.hyperparameters
-        sigma = None
-        if self.noise != "heteroscedastic":
-            sigma = self._noise_std(hyper, fitted.likelihood).astype(np.float64)
         return NetworkMember(
-            module=fitted.module,
-            posterior=fitted.posterior,
-            prior_precision=hyper.prior_precision,
-            sigma_noise=sigma,
-            log_marginal_likelihood=self._log_evidence(fitted.terms, hyper),
+            **self._network_fields(
+                fitted.module, fitted.posterior, fitted.terms, fitted.hyperparameters,
+                fitted.likelihood,
+            ),
             random_state=random_state,
             likelihood=fitted.likelihood,
-            terms=fitted.terms,
             ggn_rows=fitted.ggn_rows,
-        )
+        )  # fmt: skip
 
     def _updated_member(self, member, chunk):
         """A member after one more chunk, by the update of this estimator's own network."""
@@ -98,18 +92,24 @@ class NetworkEnsembleMixin:
         generator = torch.Generator().manual_seed(int(seed))
         network = (member.module, member.posterior, member.terms, member.likelihood)
         update, _ = self._sequential_update(network, chunk, generator)
-        hyper, sigma = update.hyperparameters, None
-        if member.sigma_noise is not None:
-            sigma = self._noise_std(hyper, member.likelihood)
-        return replace(
-            member,
-            module=update.module,
-            posterior=update.posterior,
-            terms=update.terms,
+        fields = self._network_fields(
+            update.module, update.posterior, update.terms, update.hyperparameters,
+            member.likelihood,
+        )  # fmt: skip
+        return replace(member, **fields, ggn_rows=None)
+
+    def _network_fields(self, module, posterior, terms, hyper, likelihood):
+        """A member's network, posterior, δ, σ (in y's units) and log evidence."""
+        sigma = None
+        if self.noise != "heteroscedastic":
+            sigma = self._noise_std(hyper, likelihood).astype(np.float64)
+        return dict(
+            module=module,
+            posterior=posterior,
+            terms=terms,
             prior_precision=hyper.prior_precision,
             sigma_noise=sigma,
-            log_marginal_likelihood=self._log_evidence(update.terms, hyper),
-            ggn_rows=None,
+            log_marginal_likelihood=self._log_evidence(terms, hyper),
         )
 
     def _store_mixture_noise(self):
