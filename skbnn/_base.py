@@ -198,10 +198,10 @@ class BaseLaplaceMLP(BaseEstimator):
         seeds = [None, *self._other_network_seeds(X.shape[0], len(hidden), streaming)]
         generators = [self._generator(seed) for seed in seeds]
         problems, validations = [], []
+        fraction = self.validation_fraction if self.early_stopping else None
         for generator in generators:
             # Each network draws its validation rows, initial weights and minibatches from its
             # own generator, as if fitted alone; the likelihood's noise is its own to tune.
-            fraction = self.validation_fraction if self.early_stopping else None
             train, validation = split_validation(X_t, y_t, w_t, fraction, generator)
             module = build_mlp(
                 X.shape[1], hidden, n_outputs, self.activation, dtype=X_t.dtype, generator=generator
