@@ -46,12 +46,12 @@ class GaussianLikelihood:
         self, f: torch.Tensor, y: torch.Tensor, noise_scale: float | torch.Tensor = 1.0
     ) -> torch.Tensor:
         """Per-sample −log p(y | f) with noise std ``noise_scale * noise_std``, shape (..., n)."""
-        if isinstance(noise_scale, torch.Tensor):  # one c per network (see the module docstring)
+        if isinstance(noise_scale, torch.Tensor):
             k = f.shape[-1]
             log_norm = k * torch.log(noise_scale) + gaussian_log_normalizer(
                 k, 1.0, self.log_noise_ref
             )
-        else:  # the normaliser in Python floats, as the evidence computes it
+        else:
             log_norm = gaussian_log_normalizer(f.shape[-1], noise_scale, self.log_noise_ref)
         return 0.5 * self.data_fit(f, y) / noise_scale**2 + log_norm
 

@@ -109,10 +109,8 @@ class MapTrainer:
         self.optimizer = _adam(
             [p for layer in self.layers for p in layer], config.learning_rate_init
         )
-        steps_per_epoch = math.ceil(X.shape[0] / config.batch_size)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=config.max_iter * steps_per_epoch
-        )
+        self.total_steps = config.max_iter * math.ceil(X.shape[0] / config.batch_size)
+        self.n_steps = 0
         self._decay_key, self._decay = None, None  # the weight decay of the last δ (see below)
         self.results = [TrainingResult() for _ in self.modules]
         self._best_state, self._best_score, self._epochs_without_improvement = None, -math.inf, 0
@@ -263,9 +261,17 @@ class MapTrainer:
                         weight.grad.addcmul_(weight, layer_decay)
                         bias.grad.addcmul_(bias, layer_decay)
             self.optimizer.step()
-            self.scheduler.step()
+            self._decay_learning_rate()
             epoch_loss = epoch_loss + losses.detach() * xb.shape[-2]
         return epoch_loss / n_samples
+
+    def _decay_learning_rate(self) -> None:
+        """Cosine decay from ``learning_rate_init`` to 0 over all steps of ``max_iter`` epochs."""
+        self.n_steps += 1
+        progress = min(self.n_steps / self.total_steps, 1.0)
+        rate = 0.5 * self.config.learning_rate_init * (1.0 + math.cos(math.pi * progress))
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
 
     def _penalties(self, deltas, prior_penalty) -> np.ndarray:
         """Each network's ½ Σ_l δ_l ‖θ_l‖² (plus ``prior_penalty``) at its current weights."""
