@@ -202,13 +202,62 @@ def ggn_spectrum(module, likelihood, X, weights, param_names, structure) -> torc
     about a third of the cost of an eigh with its eigenvectors (the other structures' are cheap)."""
     if structure != "full":
         return fit_curvature(module, likelihood, X, weights, param_names, structure).spectrum()
-    if _rank_below_size(module, X, param_names):
-        M = torch.cat(list(ggn_factor_blocks(module, likelihood, X, weights, param_names)))
-        eigenvalues = torch.linalg.eigvalsh(M @ M.T)
-        kept = eigenvalues[_significant(eigenvalues, M)]
-        return torch.cat([kept, kept.new_zeros(M.shape[1] - kept.shape[0])])
-    ggn = ggn_matrix(module, likelihood, X, weights, param_names)
-    return torch.linalg.eigvalsh(0.5 * (ggn + ggn.T)).clamp_min(0.0)
+    return DenseGGN.at(module, likelihood, X, weights, param_names).spectrum()
+
+
+def gauss_newton_ggn(module, likelihood, X, weights, param_names, structure):
+    """The GGN in the form a damped Gauss–Newton step solves with: the full GGN as a
+    :class:`DenseGGN` (no eigenvectors), the other structures decomposed (they are cheap)."""
+    if structure == "full":
+        return DenseGGN.at(module, likelihood, X, weights, param_names)
+    return fit_curvature(module, likelihood, X, weights, param_names, structure)
+
+
+@dataclass(frozen=True)
+class DenseGGN:
+    """The full GGN without its eigenvectors, for its spectrum and damped solves.
+
+    Held as G itself (P × P), or, when the data have fewer rows r (times outputs) than weights,
+    as its factor M (r × P, G = MᵀM) with the Gram matrix M Mᵀ. A damped solve is then one
+    Cholesky factorisation, of G/c² + aI or through the Woodbury identity
+
+        (MᵀM/c² + aI)⁻¹ v = (v − Mᵀ (M Mᵀ + a c² I)⁻¹ M v) / a,
+
+    where an eigendecomposition with eigenvectors costs several times as much.
+    """
+
+    matrix: torch.Tensor | None = None
+    factor: torch.Tensor | None = None
+    gram: torch.Tensor | None = None
+
+    @classmethod
+    def at(cls, module, likelihood, X, weights, param_names) -> DenseGGN:
+        """The GGN of the module's weights ``param_names`` on rows X (module in float64)."""
+        if _rank_below_size(module, X, param_names):
+            M = torch.cat(list(ggn_factor_blocks(module, likelihood, X, weights, param_names)))
+            return cls(factor=M, gram=M @ M.T)
+        ggn = ggn_matrix(module, likelihood, X, weights, param_names)
+        return cls(matrix=0.5 * (ggn + ggn.T))
+
+    def spectrum(self) -> torch.Tensor:
+        """All P eigenvalues of G, the zeros outside a factor's row space included."""
+        if self.factor is None:
+            return torch.linalg.eigvalsh(self.matrix).clamp_min(0.0)
+        eigenvalues = torch.linalg.eigvalsh(self.gram)
+        kept = eigenvalues[_significant(eigenvalues, self.factor)]
+        return torch.cat([kept, kept.new_zeros(self.factor.shape[1] - kept.shape[0])])
+
+    def damped_solve(self, v: torch.Tensor, noise_scale: float, shift: float) -> torch.Tensor:
+        """(G/c² + aI)⁻¹ v for the noise scale c and a scalar shift a > 0 (prior plus damping)."""
+        if self.factor is None:
+            system = self.matrix / noise_scale**2
+            system.diagonal().add_(shift)
+            return torch.cholesky_solve(v[:, None], torch.linalg.cholesky(system))[:, 0]
+        M = self.factor
+        system = self.gram.clone()
+        system.diagonal().add_(shift * noise_scale**2)
+        inner = torch.cholesky_solve((M @ v)[:, None], torch.linalg.cholesky(system))[:, 0]
+        return (v - M.T @ inner) / shift
 
 
 def _rank_below_size(module, X, param_names) -> bool:

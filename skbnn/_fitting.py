@@ -40,12 +40,12 @@ from skbnn._evidence import (
     log_marginal_likelihood,
     maximize_log_marginal_likelihood,
 )
-from skbnn._laplace import Laplace, evidence_terms_at, laplace_at
+from skbnn._laplace import Laplace, evidence_terms_at, gauss_newton_at, laplace_at
 from skbnn._likelihoods import stacked_negative_log_likelihood
 from skbnn._network import set_flat_parameters
 from skbnn._posterior import GaussianPosterior
 from skbnn._predictive import glm_outputs
-from skbnn._refinement import damped_newton_step, regularized_loss
+from skbnn._refinement import LocalModel, regularized_loss
 from skbnn._training import MapTrainer, TrainingConfig, TrainingResult
 from skbnn._variational import ElboParts, fit_glm_vi
 
@@ -427,43 +427,54 @@ def laplace_and_evidence(problem, evidence, hyper) -> tuple[Laplace, Hyperparame
 def refine_towards_map(problem, evidence, laplace, hyper, n_steps):
     """Step 3: Levenberg–Marquardt steps from the trained weights, keeping the highest evidence.
 
-    After each accepted step the GGN and δ, c are refitted, so the evidence of every point on
-    the path is at its own best hyperparameters and the points can be compared (MacKay 1992).
-    The trained weights are the first candidate: the evidence never drops.
+    After each accepted step δ and c are refitted to the evidence of the GGN there, so the
+    evidence of every point on the path is at its own best hyperparameters and the points can be
+    compared (MacKay 1992). The trained weights are the first candidate: the evidence never
+    drops. The kept point's GGN is decomposed once, at the end.
     """
     best = EvidenceCheckpoint()
     best.offer(evidence.log_evidence(laplace.terms, hyper), problem, hyper)
+    point = LocalModel(
+        laplace.module, problem.param_names, laplace.curvature, *_prior_and_noise(hyper)
+    )
     data = problem.float64
     damping = None
     for _ in range(n_steps):
-        posterior = laplace.posterior(hyper, problem.param_names)
-        theta = posterior.mean
+        theta = point.mean
         loss, gradient = regularized_loss(
-            laplace.module, problem.likelihood, *data, posterior, theta, gradient=True
+            point.module, problem.likelihood, *data, point, theta, gradient=True
         )
         if damping is None:
-            damping = float(posterior.prior_precision_vector.mean())
-        step, damping = _damped_step(laplace.module, problem, posterior, loss, gradient, damping)
+            damping = float(point.prior_precision_vector.mean())
+        step, damping = _damped_step(point, problem, loss, gradient, damping)
         if step is None:
             break  # no decrease even for a short step: at a (local) minimum
         set_flat_parameters(problem.module, problem.param_names, theta - step)
-        laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
-        best.offer(evidence.log_evidence(laplace.terms, hyper), problem, hyper)
+        module64, terms, ggn = gauss_newton_at(problem)
+        hyper = evidence.maximize(terms, hyper)
+        score = evidence.log_evidence(terms, hyper)
+        best.offer(score, problem, hyper)
+        point = LocalModel(module64, problem.param_names, ggn, *_prior_and_noise(hyper))
         if float(gradient @ step) < MAP_REFINEMENT_TOLERANCE:
             break  # the predicted decrease of the regularised loss is negligible
-    if best.score > evidence.log_evidence(laplace.terms, hyper):
+    if point.module is laplace.module:
+        return laplace, hyper  # not a single step taken
+    if best.score > score:
         hyper = best.restore(problem)
-        laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
-    return laplace, hyper
+        return laplace_and_evidence(problem, evidence, hyper)
+    return laplace_at(problem), hyper
 
 
-def _damped_step(module64, problem, posterior, loss, gradient, damping):
+def _prior_and_noise(hyper):
+    return hyper.prior_precision, hyper.noise_scale
+
+
+def _damped_step(point, problem, loss, gradient, damping):
     """The first damped Gauss–Newton step that lowers the regularised loss, and the new λ."""
     for _ in range(MAP_REFINEMENT_TRIES):
-        step = damped_newton_step(posterior, gradient, damping)
-        candidate = posterior.mean - step
+        step = point.damped_newton_step(gradient, damping)
         trial = regularized_loss(
-            module64, problem.likelihood, *problem.float64, posterior, candidate
+            point.module, problem.likelihood, *problem.float64, point, point.mean - step
         )
         if trial[0] < loss:
             return step, damping / MAP_REFINEMENT_DAMPING_DECREASE

@@ -5,7 +5,8 @@ Given a fit's problem (network, likelihood, training rows, GGN structure; see
 :class:`skbnn._fitting.Problem`), :func:`laplace_at` returns the GGN decomposed at the current
 weights with the terms of the Laplace evidence (:mod:`skbnn._evidence`), and
 :func:`evidence_terms_at` the terms alone, from the GGN's spectrum without eigenvectors: all that
-an online refresh of δ and c needs. Outputs or curvature that are not finite at the trained
+an online refresh of δ and c needs; :func:`gauss_newton_at` the terms with the GGN in the form a
+refinement step solves with. Outputs or curvature that are not finite at the trained
 weights raise :class:`~skbnn._training.TrainingDivergedError`.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from skbnn._curvature import fit_curvature, ggn_spectrum
+from skbnn._curvature import fit_curvature, gauss_newton_ggn, ggn_spectrum
 from skbnn._evidence import EvidenceTerms
 from skbnn._network import flat_parameters, layer_sizes, row_blocks
 from skbnn._posterior import GaussianPosterior
@@ -56,6 +57,14 @@ def evidence_terms_at(problem) -> EvidenceTerms:
     eigenvectors: all that an online refresh of δ and c needs)."""
     _, data_terms, spectrum = _at_float64(problem, ggn_spectrum)
     return _evidence_terms(data_terms, spectrum)
+
+
+def gauss_newton_at(problem):
+    """The float64 module, the evidence's data terms and the GGN at the current weights, as a
+    refinement step needs them: the full GGN as a :class:`~skbnn._curvature.DenseGGN` (its
+    spectrum, no eigenvectors), the other structures decomposed."""
+    module64, data_terms, ggn = _at_float64(problem, gauss_newton_ggn)
+    return module64, _evidence_terms(data_terms, ggn.spectrum()), ggn
 
 
 def _at_float64(problem, build):

@@ -8,22 +8,70 @@ is still large after training. The damped Gauss–Newton step
 
     θ ← θ − (G/c² + Λ₀ + λI)⁻¹ ∇L(θ),    Λ₀ = diag(δ),
 
-reuses the Laplace posterior's eigendecomposition of the GGN G (its precision is G/c² + Λ₀, so
-the step is the posterior's covariance with δ raised to δ + λ). Each step costs one backward pass
-for the gradient and one forward pass per trial point. Without damping it is the mean shift of
+is the posterior's covariance with δ raised to δ + λ (its precision is G/c² + Λ₀). A
+:class:`LocalModel` takes it in the eigenbasis of a decomposed GGN, or, for the full GGN, by one
+Cholesky factorisation per trial λ (:class:`~skbnn._curvature.DenseGGN`): the path's points need
+only the GGN's spectrum for their evidence, never its eigenvectors. Each step costs one backward
+pass for the gradient and one forward pass per trial point. Without damping it is the mean shift of
 GGN-VI for a Gaussian likelihood (:func:`skbnn._variational.gaussian_glm_posterior_mean`), but
 taken by the network itself, accepted only where L decreases.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
+from torch import nn
 from torch.func import functional_call
 
-from skbnn._network import row_blocks, unflatten_parameters
+from skbnn._curvature import DenseGGN
+from skbnn._network import flat_parameters, layer_sizes, row_blocks, unflatten_parameters
 from skbnn._posterior import GaussianPosterior
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """The Gauss–Newton model of L at the weights of ``module`` (float64): its GGN, δ and c.
+
+    ``ggn`` is a decomposed :class:`~skbnn._curvature_base.Curvature` or, for the full GGN, a
+    :class:`~skbnn._curvature.DenseGGN` (whose prior precision is then one scalar).
+    """
+
+    module: nn.Sequential
+    param_names: list[str]
+    ggn: object
+    prior_precision: float | np.ndarray
+    noise_scale: float
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return flat_parameters(self.module, self.param_names)
+
+    @property
+    def prior_precision_vector(self) -> torch.Tensor:
+        """δ per parameter, shape (P,)."""
+        sizes = layer_sizes(self.module, self.param_names)
+        delta = np.broadcast_to(np.asarray(self.prior_precision, dtype=float), (len(sizes),))
+        return torch.repeat_interleave(torch.tensor(delta), torch.tensor(sizes))
+
+    def damped_newton_step(self, gradient: torch.Tensor, damping: float) -> torch.Tensor:
+        """(G/c² + Λ₀ + λI)⁻¹ ∇L for the damping λ."""
+        if isinstance(self.ggn, DenseGGN):
+            shift = float(self.prior_precision) + damping
+            return self.ggn.damped_solve(gradient, self.noise_scale, shift)
+        return damped_newton_step(self._posterior(self.prior_precision), gradient, damping)
+
+    def _posterior(self, prior_precision) -> GaussianPosterior:
+        return GaussianPosterior(
+            mean=self.mean,
+            curvature=self.ggn,
+            prior_precision=prior_precision,
+            noise_scale=self.noise_scale,
+            param_names=self.param_names,
+            layer_sizes=layer_sizes(self.module, self.param_names),
+        )
 
 
 def regularized_loss(
@@ -32,15 +80,15 @@ def regularized_loss(
     X: torch.Tensor,
     y: torch.Tensor,
     weights: torch.Tensor,
-    posterior: GaussianPosterior,
+    posterior: GaussianPosterior | LocalModel,
     theta: torch.Tensor,
     *,
     gradient: bool = False,
 ) -> tuple[float, torch.Tensor | None]:
     """L(θ) for the posterior's parameters set to ``theta`` (the others as in ``module``).
 
-    Uses the posterior's δ (per parameter) and noise scale c; returns L and, with ``gradient``,
-    ∇L with respect to ``theta`` (P,), accumulated a block of rows at a time.
+    Uses the posterior's (or local model's) δ per parameter and noise scale c; returns L and,
+    with ``gradient``, ∇L with respect to ``theta`` (P,), accumulated a block of rows at a time.
     """
     theta = theta.detach().requires_grad_(gradient)
     params = unflatten_parameters(module, posterior.param_names, theta)

@@ -10,6 +10,15 @@ whatever M is: an ensemble's networks then cost about one network's per-step ove
 every tensor is network m exactly, so training the stacked model with a loss that sums the
 networks' own losses gives each network the gradients it would get alone, and an elementwise
 optimiser (Adam) the same steps.
+
+Two CPU kernels of torch are slow at the sizes of tabular MLPs, so the stacked model avoids them
+(the values agree to float round-off, the networks' own modules are untouched):
+
+- a layer with one output is the row-wise dot product Σ_j h_j W_j + b, a broadcast product and a
+  sum, where a batched product with a (fan_in, 1) matrix takes several times as long forwards and
+  backwards;
+- tanh on CPU is the identity tanh(x) = 2σ(2x) − 1, its derivative 1 − tanh², as the logistic
+  kernel is about six times faster than torch's tanh (absolute error ≤ 2e-7 in float32).
 """
 
 from __future__ import annotations
@@ -41,7 +50,8 @@ class StackedMLP(nn.Module):
                 for i in self.linear_indices
             )
         # The activation between Linear layers (elementwise, so it applies to (M, n, h) as is).
-        self.activation = first[1] if len(first) > 1 else nn.Identity()
+        activation = first[1] if len(first) > 1 else nn.Identity()
+        self.activation = _tanh if isinstance(activation, nn.Tanh) else activation
         # Destination and source of copy_to_modules: each network's parameters, in named order.
         self._module_parameters = [p for m in self.networks for p in m.parameters()]
         self._stacked_views = [
@@ -57,7 +67,10 @@ class StackedMLP(nn.Module):
         h = X if X.dim() == 3 else X.expand(self.n_networks, *X.shape)
         last = len(self.weights) - 1
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = torch.baddbmm(bias, h, weight)
+            if weight.shape[-1] == 1:  # one output: a dot product per row
+                h = (h * weight.transpose(1, 2)).sum(-1, keepdim=True) + bias
+            else:
+                h = torch.baddbmm(bias, h, weight)
             if layer < last:
                 h = self.activation(h)
         return h
@@ -89,3 +102,23 @@ class StackedMLP(nn.Module):
                 weight, bias = weight.detach(), bias.detach()
             views += [weight[m].T, bias[m, 0]]
         return views
+
+
+class _CpuTanh(torch.autograd.Function):
+    """tanh(x) = 2σ(2x) − 1, with the derivative 1 − tanh²(x) from the saved output."""
+
+    @staticmethod
+    def forward(ctx, x):
+        t = torch.sigmoid(2 * x).mul_(2).sub_(1)
+        ctx.save_for_backward(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad):
+        (t,) = ctx.saved_tensors
+        return grad.addcmul(grad * t, t, value=-1)
+
+
+def _tanh(x: torch.Tensor) -> torch.Tensor:
+    """torch's tanh, through the logistic function on CPU (see the module docstring)."""
+    return _CpuTanh.apply(x) if x.is_cpu else torch.tanh(x)

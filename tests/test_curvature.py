@@ -10,6 +10,7 @@ from torch.func import functional_call, hessian, jacrev
 
 from skbnn import _jacobians
 from skbnn._curvature import (
+    DenseGGN,
     DiagCurvature,
     FullCurvature,
     fit_curvature,
@@ -134,6 +135,20 @@ def test_spectrum_without_eigenvectors_is_the_curvatures_spectrum(structure, n):
     if structure == "full":  # and the dense GGN's own eigenvalues
         dense = torch.linalg.eigvalsh(dense_reference_ggn(module, likelihood, X, weights, names))
         assert_allclose(spectrum.sort().values, dense.clamp_min(0), rtol=0, atol=1e-10 * scale)
+
+
+@pytest.mark.parametrize("n", [4, 40])  # through the Gram matrix (Woodbury), and G itself
+def test_dense_ggn_damped_solve_is_the_dense_solve(n):
+    module, likelihood, X, weights = make_problem("gaussian", n=n)
+    names = [n for n, _ in module.named_parameters()]
+    ggn = DenseGGN.at(module, likelihood, X, weights, names)
+    assert (ggn.factor is not None) == (2 * n < 49)  # 49 weights, two outputs per row
+    dense = dense_reference_ggn(module, likelihood, X, weights, names)
+    v = torch.randn(dense.shape[0], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    noise_scale, shift = 0.7, 0.3
+    system = dense / noise_scale**2 + shift * torch.eye(dense.shape[0], dtype=torch.float64)
+    expected = torch.linalg.solve(system, v)
+    assert_allclose(ggn.damped_solve(v, noise_scale, shift), expected, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("structure", ["full", "diag"])
