@@ -434,8 +434,9 @@ def refine_towards_map(problem, evidence, laplace, hyper, n_steps):
     """
     best = EvidenceCheckpoint()
     best.offer(evidence.log_evidence(laplace.terms, hyper), problem, hyper)
+    names = problem.param_names
     point = LocalModel(
-        laplace.module, problem.param_names, laplace.curvature, *_prior_and_noise(hyper)
+        laplace.module, names, laplace.curvature, hyper.prior_precision, hyper.noise_scale
     )
     data = problem.float64
     damping = None
@@ -449,12 +450,12 @@ def refine_towards_map(problem, evidence, laplace, hyper, n_steps):
         step, damping = _damped_step(point, problem, loss, gradient, damping)
         if step is None:
             break  # no decrease even for a short step: at a (local) minimum
-        set_flat_parameters(problem.module, problem.param_names, theta - step)
+        set_flat_parameters(problem.module, names, theta - step)
         module64, terms, ggn = gauss_newton_at(problem)
         hyper = evidence.maximize(terms, hyper)
         score = evidence.log_evidence(terms, hyper)
         best.offer(score, problem, hyper)
-        point = LocalModel(module64, problem.param_names, ggn, *_prior_and_noise(hyper))
+        point = LocalModel(module64, names, ggn, hyper.prior_precision, hyper.noise_scale)
         if float(gradient @ step) < MAP_REFINEMENT_TOLERANCE:
             break  # the predicted decrease of the regularised loss is negligible
     if point.module is laplace.module:
@@ -463,10 +464,6 @@ def refine_towards_map(problem, evidence, laplace, hyper, n_steps):
         hyper = best.restore(problem)
         return laplace_and_evidence(problem, evidence, hyper)
     return laplace_at(problem), hyper
-
-
-def _prior_and_noise(hyper):
-    return hyper.prior_precision, hyper.noise_scale
 
 
 def _damped_step(point, problem, loss, gradient, damping):

@@ -61,13 +61,13 @@ class LocalModel:
         if isinstance(self.ggn, DenseGGN):
             shift = float(self.prior_precision) + damping
             return self.ggn.damped_solve(gradient, self.noise_scale, shift)
-        return damped_newton_step(self._posterior(self.prior_precision), gradient, damping)
+        return damped_newton_step(self._posterior(), gradient, damping)
 
-    def _posterior(self, prior_precision) -> GaussianPosterior:
+    def _posterior(self) -> GaussianPosterior:
         return GaussianPosterior(
             mean=self.mean,
             curvature=self.ggn,
-            prior_precision=prior_precision,
+            prior_precision=self.prior_precision,
             noise_scale=self.noise_scale,
             param_names=self.param_names,
             layer_sizes=layer_sizes(self.module, self.param_names),
