@@ -89,9 +89,10 @@ class FullCurvature(Curvature):
         return cls(eigenvalues.clamp_min(0.0), eigenvectors)
 
     @classmethod
-    def from_factor(cls, M: torch.Tensor) -> FullCurvature:
-        """Decompose G = MᵀM through the smaller Gram matrix M Mᵀ (rows of M fewer than P)."""
-        eigenvalues, U = torch.linalg.eigh(M @ M.T)
+    def from_factor(cls, M: torch.Tensor, gram: torch.Tensor | None = None) -> FullCurvature:
+        """Decompose G = MᵀM through the smaller Gram matrix M Mᵀ (rows of M fewer than P),
+        given or computed."""
+        eigenvalues, U = torch.linalg.eigh(M @ M.T if gram is None else gram)
         keep = _significant(eigenvalues, M)
         eigenvalues, U = eigenvalues[keep], U[:, keep]
         return cls(eigenvalues, (M.T @ U) / eigenvalues.sqrt())
@@ -188,13 +189,7 @@ def fit_curvature(
         return fit_kron_curvature(module, likelihood, X, weights, param_names, hessian_sqrt)
     if structure != "full":
         raise ValueError(f"Unknown hessian_structure {structure!r}.")
-    if _rank_below_size(module, X, param_names):
-        # Few data, many weights: the rank of G is at most n_rows, so decompose the Gram matrix.
-        blocks = ggn_factor_blocks(module, likelihood, X, weights, param_names, hessian_sqrt)
-        return FullCurvature.from_factor(torch.cat(list(blocks)))
-    return FullCurvature.from_matrix(
-        ggn_matrix(module, likelihood, X, weights, param_names, hessian_sqrt=hessian_sqrt)
-    )
+    return DenseGGN.at(module, likelihood, X, weights, param_names, hessian_sqrt).decomposed()
 
 
 def ggn_spectrum(module, likelihood, X, weights, param_names, structure) -> torch.Tensor:
@@ -231,13 +226,22 @@ class DenseGGN:
     gram: torch.Tensor | None = None
 
     @classmethod
-    def at(cls, module, likelihood, X, weights, param_names) -> DenseGGN:
-        """The GGN of the module's weights ``param_names`` on rows X (module in float64)."""
+    def at(cls, module, likelihood, X, weights, param_names, hessian_sqrt=None) -> DenseGGN:
+        """The GGN of the module's weights ``param_names`` on rows X (module in float64);
+        ``hessian_sqrt`` as in :func:`ggn_factor_blocks`."""
         if _rank_below_size(module, X, param_names):
-            M = torch.cat(list(ggn_factor_blocks(module, likelihood, X, weights, param_names)))
+            # Few data, many weights: the rank of G is at most n_rows; keep the Gram matrix.
+            blocks = ggn_factor_blocks(module, likelihood, X, weights, param_names, hessian_sqrt)
+            M = torch.cat(list(blocks))
             return cls(factor=M, gram=M @ M.T)
-        ggn = ggn_matrix(module, likelihood, X, weights, param_names)
+        ggn = ggn_matrix(module, likelihood, X, weights, param_names, hessian_sqrt=hessian_sqrt)
         return cls(matrix=0.5 * (ggn + ggn.T))
+
+    def decomposed(self) -> FullCurvature:
+        """Its eigendecomposition, with eigenvectors (what the posterior needs)."""
+        if self.factor is None:
+            return FullCurvature.from_matrix(self.matrix)
+        return FullCurvature.from_factor(self.factor, self.gram)
 
     def spectrum(self) -> torch.Tensor:
         """All P eigenvalues of G, the zeros outside a factor's row space included."""
