@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 from skbnn._curvature_base import Curvature
 from skbnn._jacobians import jacobian_batch_size
-from skbnn._loo import output_curvature_and_gradient
+from skbnn._loo import MIN_CAVITY_EIGENVALUE, output_curvature_and_gradient
 
 
 @dataclass
@@ -89,11 +89,12 @@ class KronCurvature(Curvature):
     def loo_cavities(self, module, posterior, likelihood, X, y, unit):
         """KFAC's share of row i in layer l is u G_{l,i} ⊗ A_l, with G_{l,i} = D_iᵀ Λ_i D_i and
         D_i = ∂f_i/∂s_l (A_l is a mean over rows, G_l a sum), so the cavity layer block is
-        (G_l − u G_{l,i}) ⊗ A_l + δ_l I: one small eigendecomposition per row and layer."""
+        (G_l − u G_{l,i}) ⊗ A_l + δ_l I: removed in closed form where G_{l,i} is rank one
+        (:meth:`_rank_one_cavity_covariance`), else by one small eigendecomposition per row and
+        layer (:meth:`_cavity_covariance`)."""
         layer_indices = kron_layer_indices(module, posterior.param_names)
-        output_factors, _ = self.factors()
         sizes = [Q_G.shape[0] * Q_A.shape[0] for Q_G, Q_A in self._eigenvector_pairs()]
-        deltas = posterior.prior_precision_vector.split(sizes)
+        deltas = [float(d[0]) for d in posterior.prior_precision_vector.split(sizes)]
         scale = posterior.noise_scale**-2
         offsets = _mean_offset_matrices(posterior, self._layer_shapes(), X)
         means, covs = [], []
@@ -101,18 +102,51 @@ class KronCurvature(Curvature):
             rows = slice(begin, begin + f.shape[0])
             f = _linearised_mean(f, backprops, inputs, offsets)
             L, g = output_curvature_and_gradient(likelihood, f, y[rows], posterior.noise_scale)
-            cov = f.new_zeros(f.shape[0], f.shape[1], f.shape[1])
-            for layer, (D, a) in enumerate(zip(backprops, inputs, strict=True)):
-                DL = D.mT @ L  # (n, out, C): the row's output factor is DL DLᵀ
-                remaining = output_factors[layer].to(D) - unit[rows, None, None] * (DL @ DL.mT)
-                lam, Q = torch.linalg.eigh(0.5 * (remaining + remaining.mT))
-                nu = self.input_eigenvalues[layer].to(D)
-                precision = scale * lam.clamp_min(0.0)[:, :, None] * nu + deltas[layer][0]
-                input_vectors = self.input_eigenvectors[layer].to(D)
-                cov = cov + kron_layer_covariance(D, a, Q, input_vectors, 1.0 / precision)
+            layer_covariance = (
+                self._rank_one_cavity_covariance if L.shape[-1] == 1 else self._cavity_covariance
+            )
+            cov = sum(
+                layer_covariance(layer, D, a, L, unit[rows], scale, deltas[layer])
+                for layer, (D, a) in enumerate(zip(backprops, inputs, strict=True))
+            )
             means.append(f - unit[rows, None] * (cov @ g.unsqueeze(-1)).squeeze(-1))
             covs.append(cov)
         return torch.cat(means).detach(), torch.cat(covs).detach()
+
+    def _cavity_covariance(self, layer, D, a, L, unit, scale, delta):
+        """Layer l's part of J_i Σ₋ᵢ J_iᵀ (n, K, K): the eigendecomposition of G_l − u G_{l,i}
+        per row."""
+        DL = D.mT @ L  # (n, out, C): the row's output factor is DL DLᵀ
+        G = self.output_eigenvectors[layer].to(D)
+        G = (G * self.output_eigenvalues[layer].to(D)) @ G.T
+        remaining = G - unit[:, None, None] * (DL @ DL.mT)
+        lam, Q = torch.linalg.eigh(0.5 * (remaining + remaining.mT))
+        nu = self.input_eigenvalues[layer].to(D)
+        precision = scale * lam.clamp_min(0.0)[:, :, None] * nu + delta
+        input_vectors = self.input_eigenvectors[layer].to(D)
+        return kron_layer_covariance(D, a, Q, input_vectors, 1.0 / precision)
+
+    def _rank_one_cavity_covariance(self, layer, D, a, L, unit, scale, delta):
+        """Layer l's part of J_i Σ₋ᵢ J_iᵀ (n, K, K) when L_i has one column (one output), so
+        that the row's share of G_l is v vᵀ, v = D_iᵀ L_i: no eigendecomposition per row.
+
+        In the direction q_j of A_l (eigenvalue ν_j) the cavity precision is B_j − ρ_j v vᵀ,
+        with B_j = s ν_j G_l + δ I (diagonal in Q_G) and ρ_j = u s ν_j, and Sherman–Morrison
+        gives D (B_j − ρ_j v vᵀ)⁻¹ Dᵀ = S_j + ρ_j S_j L Lᵀ S_j / (1 − ρ_j Lᵀ S_j L), where
+        S_j = D B_j⁻¹ Dᵀ. The layer's part is Σ_j (q_jᵀ ã)² times that.
+        """
+        lam = self.output_eigenvalues[layer].to(D).clamp_min(0.0)
+        nu = self.input_eigenvalues[layer].to(D)
+        E = D @ self.output_eigenvectors[layer].to(D)  # (n, K, out): D in the basis Q_G
+        S = torch.einsum("nko,nlo,jo->njkl", E, E, 1.0 / (scale * nu[:, None] * lam + delta))
+        SL = S @ L[:, None]  # (n, J, K, 1)
+        rho = unit[:, None] * scale * nu  # (n, J)
+        remaining = 1.0 - rho * (L[:, None].mT @ SL)[..., 0, 0]  # > 0: G_l − u v vᵀ ⪰ 0
+        cavity = S + (rho / remaining.clamp_min(MIN_CAVITY_EIGENVALUE))[..., None, None] * (
+            SL @ SL.mT
+        )
+        a_rot = _with_bias(a) @ self.input_eigenvectors[layer].to(D)  # (n, J)
+        return torch.einsum("nj,njkl->nkl", a_rot.square(), cavity)
 
     def _eigenvector_pairs(self):
         return zip(self.output_eigenvectors, self.input_eigenvectors, strict=True)
@@ -410,9 +444,14 @@ def _linearised_mean(f, jacs, inputs, offsets) -> torch.Tensor:
     if offsets is None:
         return f
     for jac, a, offset in zip(jacs, inputs, offsets, strict=True):
-        a_tilde = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+        a_tilde = _with_bias(a)
         f = f + torch.einsum("nko,oi,ni->nk", jac, offset, a_tilde)
     return f
+
+
+def _with_bias(a: torch.Tensor) -> torch.Tensor:
+    """ã = [a, 1] for each row of a layer's inputs a (n, in)."""
+    return torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
 
 
 def kron_layer_covariance(
@@ -429,9 +468,8 @@ def kron_layer_covariance(
     inverse precisions may also be given per row, (n, out, out) and (n, out, in + 1): the
     leave-one-out cavities (:mod:`skbnn._loo`) change the output factor row by row.
     """
-    a_tilde = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
     g_rot = backprop @ output_eigenvectors  # (n, K, out)
-    a_rot = a_tilde @ input_eigenvectors  # (n, in + 1)
+    a_rot = _with_bias(a) @ input_eigenvectors  # (n, in + 1)
     inverse = inverse_precision.expand(a.shape[0], -1, -1)
     weight = torch.einsum("nj,nij->ni", a_rot.square(), inverse)  # Σ_j ã_j² / (sλ_i ν_j + δ)
     return torch.einsum("nki,nli,ni->nkl", g_rot, g_rot, weight)
@@ -475,7 +513,7 @@ def _kron_factor_sums(
         for i, (jac, a) in enumerate(zip(jacs, inputs, strict=True)):
             g = torch.einsum("bko,bkc->bco", jac, L)  # g_nc, (batch, C, out)
             G[i] += torch.einsum("b,bco,bcp->op", w, g, g)
-            a_tilde = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+            a_tilde = _with_bias(a)
             if wide[i]:
                 roots[i].append(w.sqrt()[:, None] * a_tilde)
             else:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 # Floor of the eigenvalues of I − u Lᵀ V L: round-off (or a low-rank GGN) may push them to 0.
-_MIN_CAVITY_EIGENVALUE = 1e-10
+MIN_CAVITY_EIGENVALUE = 1e-10
 # Rows per call of the link when scoring the cavities.
 _LINK_BLOCK_ROWS = 1024
 
@@ -75,7 +75,7 @@ def woodbury_cavity_covariance(V: torch.Tensor, L: torch.Tensor, unit: torch.Ten
         L.mT @ VL
     )
     values, vectors = torch.linalg.eigh(0.5 * (inner + inner.mT))
-    inverse = (vectors / values.clamp_min(_MIN_CAVITY_EIGENVALUE).unsqueeze(-2)) @ vectors.mT
+    inverse = (vectors / values.clamp_min(MIN_CAVITY_EIGENVALUE).unsqueeze(-2)) @ vectors.mT
     cov = V + unit[:, None, None] * (VL @ inverse @ VL.mT)
     return 0.5 * (cov + cov.mT)
 

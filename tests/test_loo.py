@@ -26,21 +26,21 @@ from skbnn._predictive import glm_outputs
 DELTA = 0.7
 
 
-def make_problem(n_classes, structure, n=15, seed=0):
+def make_problem(n_classes, structure, n=15, seed=0, gaussian_outputs=2):
     """A random tanh network, labelled data with weights in {0, 0.5, 1, 2} and its posterior.
 
-    ``n_classes=None`` gives two Gaussian outputs with noise scale c = 1.7 and a GGN-VI mean
-    μ ≠ θ* instead.
+    ``n_classes=None`` gives ``gaussian_outputs`` Gaussian outputs with noise scale c = 1.7 and
+    a GGN-VI mean μ ≠ θ* instead.
     """
     gen = torch.Generator().manual_seed(seed)
-    k = 2 if n_classes is None else 1 if n_classes == 2 else n_classes
+    k = gaussian_outputs if n_classes is None else 1 if n_classes == 2 else n_classes
     module = build_mlp(3, (4,), k, "tanh", dtype=torch.float64, generator=gen)
     X = 2 * torch.randn(n, 3, generator=gen, dtype=torch.float64)
     weights = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64).repeat(n)[:n]
     theta = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
     if n_classes is None:
         y = torch.randn(n, k, generator=gen, dtype=torch.float64)
-        likelihood = GaussianLikelihood(torch.tensor([0.5, 2.0], dtype=torch.float64))
+        likelihood = GaussianLikelihood(torch.tensor([0.5, 2.0][:k], dtype=torch.float64))
         c, mean = 1.7, theta + 0.1 * torch.randn(theta.shape, generator=gen, dtype=theta.dtype)
     else:
         labels = torch.randint(n_classes, (n,), generator=gen)
@@ -97,10 +97,18 @@ def test_cavity_is_the_dense_precision_without_the_rows_share(structure, n_class
     assert_allclose(mean, ref_mean, rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("n_classes", [2, 3, None])
-def test_kron_cavity_removes_the_rows_kfac_share(n_classes):
-    """Per layer, (G_l − u G_{l,i}) ⊗ A_l: the output factor built from the bias Jacobian."""
-    module, likelihood, X, y, weights, posterior = make_problem(n_classes, "kron")
+@pytest.mark.parametrize(
+    "n_classes, gaussian_outputs",
+    [(2, None), (3, None), (None, 2), (None, 1)],
+    ids=["binary", "three classes", "two gaussian outputs", "one gaussian output"],
+)
+def test_kron_cavity_removes_the_rows_kfac_share(n_classes, gaussian_outputs):
+    """Per layer, (G_l − u G_{l,i}) ⊗ A_l: the output factor built from the bias Jacobian. With
+    one output (binary, one Gaussian output) the row's share is rank one and removed in closed
+    form; with more, by an eigendecomposition per row."""
+    module, likelihood, X, y, weights, posterior = make_problem(
+        n_classes, "kron", gaussian_outputs=gaussian_outputs
+    )
     mean, cov = loo_logits(module, posterior, likelihood, X, y, weights)
     _, input_factors = posterior.curvature.factors()
     bias_columns = []  # the bias Jacobian is ∂f/∂s_l, the back-propagated output of layer l
