@@ -67,6 +67,11 @@ class Curvature(ABC):
     def cpu(self) -> Curvature:
         return self.to("cpu")
 
+    def decomposed(self) -> Curvature:
+        """Itself: it is kept decomposed (the full GGN may also be held as a
+        :class:`~skbnn._curvature.DenseGGN`, whose ``decomposed`` gives one of these)."""
+        return self
+
     def spectrum(self) -> torch.Tensor:
         """All P eigenvalues of the GGN, including the zeros outside a low-rank eigenbasis."""
         missing = self.n_params - self.eigenvalues.shape[0]

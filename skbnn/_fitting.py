@@ -199,17 +199,20 @@ def fit_trained_network(network, settings, generator) -> FittedNetwork:
     """Steps 2–5 for one network after training (a :class:`TrainedNetwork`)."""
     problem, hyper, scores = network.problem, network.hyper, network.scores
     evidence, progress = settings.evidence, Progress(settings.training.verbose)
-    laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
-    if network.best.score > evidence.log_evidence(laplace.terms, hyper):
+    # A refinement step needs the GGN undecomposed: decompose only the point it keeps.
+    at = gauss_newton_at if settings.refinement_steps else laplace_at
+    point, hyper = _with_evidence(at(problem), evidence, hyper)
+    if network.best.score > evidence.log_evidence(point.terms, hyper):
         # The evidence peaked during training: keep those weights (Immer et al. 2021).
         hyper = network.best.restore(problem)
-        laplace, hyper = laplace_and_evidence(problem, evidence, hyper)
+        point, hyper = _with_evidence(at(problem), evidence, hyper)
     progress.phase(f"GGN ({problem.structure}) and evidence at the trained weights")
     if settings.refinement_steps:
-        laplace, hyper = refine_towards_map(
-            problem, evidence, laplace, hyper, settings.refinement_steps
+        point, hyper = refine_towards_map(
+            problem, evidence, point, hyper, settings.refinement_steps
         )
         progress.phase(f"Refinement: at most {settings.refinement_steps} Levenberg–Marquardt steps")
+    laplace = point.decomposed()
     if evidence.tunes_noise_per_output(problem.likelihood):
         for _ in range(PER_OUTPUT_NOISE_ROUNDS):
             # Each round moves the per-output noise ratios; the GGN depends on them: refit it.
@@ -403,12 +406,15 @@ class EvidenceCheckpoint:
     def __init__(self):
         self.score = -math.inf
 
-    def offer(self, score: float, problem: Problem, hyper: Hyperparameters) -> None:
+    def offer(self, score: float, problem: Problem, hyper: Hyperparameters, point=None) -> None:
+        """Keep the problem's weights (and ``point``, what was computed there) if ``score`` is
+        the highest so far."""
         if score > self.score:
             self.score = score
             self.state = copy.deepcopy(problem.module.state_dict())
             self.hyper = hyper
             self.noise_std = copy.deepcopy(getattr(problem.likelihood, "noise_std", None))
+            self.point = point
 
     def restore(self, problem: Problem) -> Hyperparameters:
         """Put the checkpoint's weights (and reference noise) back; returns its δ, c."""
@@ -420,50 +426,49 @@ class EvidenceCheckpoint:
 
 def laplace_and_evidence(problem, evidence, hyper) -> tuple[Laplace, Hyperparameters]:
     """The GGN at the current weights, then δ and c that maximise the evidence there."""
-    laplace = laplace_at(problem)
-    return laplace, evidence.maximize(laplace.terms, hyper)
+    return _with_evidence(laplace_at(problem), evidence, hyper)
 
 
-def refine_towards_map(problem, evidence, laplace, hyper, n_steps):
+def _with_evidence(point, evidence, hyper):
+    """``point`` (a :class:`Laplace` or :class:`~skbnn._laplace.GaussNewtonModel`) and the
+    δ, c that maximise its evidence."""
+    return point, evidence.maximize(point.terms, hyper)
+
+
+def refine_towards_map(problem, evidence, start, hyper, n_steps):
     """Step 3: Levenberg–Marquardt steps from the trained weights, keeping the highest evidence.
 
-    After each accepted step δ and c are refitted to the evidence of the GGN there, so the
-    evidence of every point on the path is at its own best hyperparameters and the points can be
-    compared (MacKay 1992). The trained weights are the first candidate: the evidence never
-    drops. The kept point's GGN is decomposed once, at the end.
+    ``start`` is the :class:`~skbnn._laplace.GaussNewtonModel` at the trained weights, with
+    ``hyper`` its best δ and c. After each accepted step δ and c are refitted to the evidence of
+    the GGN there, so the evidence of every point on the path is at its own best hyperparameters
+    and the points can be compared (MacKay 1992). The trained weights are the first candidate:
+    the evidence never drops. Returns the kept point, not yet decomposed, and its δ and c.
     """
     best = EvidenceCheckpoint()
-    best.offer(evidence.log_evidence(laplace.terms, hyper), problem, hyper)
+    best.offer(evidence.log_evidence(start.terms, hyper), problem, hyper, start)
     names = problem.param_names
-    point = LocalModel(
-        laplace.module, names, laplace.curvature, hyper.prior_precision, hyper.noise_scale
-    )
+    local = LocalModel(start.module, names, start.ggn, hyper.prior_precision, hyper.noise_scale)
     data = problem.float64
     damping = None
     for _ in range(n_steps):
-        theta = point.mean
+        theta = local.mean
         loss, gradient = regularized_loss(
-            point.module, problem.likelihood, *data, point, theta, gradient=True
+            local.module, problem.likelihood, *data, local, theta, gradient=True
         )
         if damping is None:
-            damping = float(point.prior_precision_vector.mean())
-        step, damping = _damped_step(point, problem, loss, gradient, damping)
+            damping = float(local.prior_precision_vector.mean())
+        step, damping = _damped_step(local, problem, loss, gradient, damping)
         if step is None:
             break  # no decrease even for a short step: at a (local) minimum
         set_flat_parameters(problem.module, names, theta - step)
-        module64, terms, ggn = gauss_newton_at(problem)
-        hyper = evidence.maximize(terms, hyper)
-        score = evidence.log_evidence(terms, hyper)
-        best.offer(score, problem, hyper)
-        point = LocalModel(module64, names, ggn, hyper.prior_precision, hyper.noise_scale)
+        point = gauss_newton_at(problem)
+        hyper = evidence.maximize(point.terms, hyper)
+        best.offer(evidence.log_evidence(point.terms, hyper), problem, hyper, point)
+        local = LocalModel(point.module, names, point.ggn, hyper.prior_precision, hyper.noise_scale)
         if float(gradient @ step) < MAP_REFINEMENT_TOLERANCE:
             break  # the predicted decrease of the regularised loss is negligible
-    if point.module is laplace.module:
-        return laplace, hyper  # not a single step taken
-    if best.score > score:
-        hyper = best.restore(problem)
-        return laplace_and_evidence(problem, evidence, hyper)
-    return laplace_at(problem), hyper
+    hyper = best.restore(problem)
+    return best.point, hyper
 
 
 def _damped_step(point, problem, loss, gradient, damping):

@@ -6,14 +6,15 @@ Given a fit's problem (network, likelihood, training rows, GGN structure; see
 weights with the terms of the Laplace evidence (:mod:`skbnn._evidence`), and
 :func:`evidence_terms_at` the terms alone, from the GGN's spectrum without eigenvectors: all that
 an online refresh of δ and c needs; :func:`gauss_newton_at` the terms with the GGN in the form a
-refinement step solves with. Outputs or curvature that are not finite at the trained
-weights raise :class:`~skbnn._training.TrainingDivergedError`.
+refinement step solves with (:class:`GaussNewtonModel`), decomposed only where it is kept.
+Outputs or curvature that are not finite at the trained weights raise
+:class:`~skbnn._training.TrainingDivergedError`.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -45,6 +46,26 @@ class Laplace:
             layer_sizes=layer_sizes(self.module, param_names),
         )
 
+    def decomposed(self) -> Laplace:
+        """Itself: its GGN is decomposed (as :meth:`GaussNewtonModel.decomposed`)."""
+        return self
+
+
+@dataclass(frozen=True)
+class GaussNewtonModel:
+    """The network in float64 at the current weights, its GGN in the form a refinement step
+    solves with (the full GGN without eigenvectors) and the evidence's data terms."""
+
+    module: nn.Sequential
+    ggn: object
+    terms: EvidenceTerms
+
+    def decomposed(self) -> Laplace:
+        """The Laplace approximation at these weights: the GGN decomposed, the terms holding
+        the decomposition's eigenvalues (as :func:`laplace_at` gives them)."""
+        curvature = self.ggn.decomposed()
+        return Laplace(self.module, curvature, _with_spectrum(self.terms, curvature.spectrum()))
+
 
 def laplace_at(problem) -> Laplace:
     """The GGN at the module's current weights (float64) and the evidence's data terms."""
@@ -59,12 +80,12 @@ def evidence_terms_at(problem) -> EvidenceTerms:
     return _evidence_terms(data_terms, spectrum)
 
 
-def gauss_newton_at(problem):
-    """The float64 module, the evidence's data terms and the GGN at the current weights, as a
-    refinement step needs them: the full GGN as a :class:`~skbnn._curvature.DenseGGN` (its
-    spectrum, no eigenvectors), the other structures decomposed."""
+def gauss_newton_at(problem) -> GaussNewtonModel:
+    """The GGN at the current weights as a refinement step needs it: the full GGN as a
+    :class:`~skbnn._curvature.DenseGGN` (its spectrum, no eigenvectors), the other structures
+    decomposed; with the evidence's data terms."""
     module64, data_terms, ggn = _at_float64(problem, gauss_newton_ggn)
-    return module64, _evidence_terms(data_terms, ggn.spectrum()), ggn
+    return GaussNewtonModel(module64, ggn, _evidence_terms(data_terms, ggn.spectrum()))
 
 
 def _at_float64(problem, build):
@@ -107,6 +128,11 @@ def _evidence_terms(data_terms, spectrum: torch.Tensor) -> EvidenceTerms:
     terms = EvidenceTerms(eigenvalues=spectrum.cpu().numpy(), **data_terms)
     _check_finite_at_map(terms.eigenvalues)
     return terms
+
+
+def _with_spectrum(terms: EvidenceTerms, spectrum: torch.Tensor) -> EvidenceTerms:
+    """The terms with the eigenvalues of another decomposition of the same GGN."""
+    return replace(terms, eigenvalues=spectrum.cpu().numpy())
 
 
 def _decomposed(decompose, *args):
