@@ -254,14 +254,23 @@ class DenseGGN:
     def damped_solve(self, v: torch.Tensor, noise_scale: float, shift: float) -> torch.Tensor:
         """(G/c² + aI)⁻¹ v for the noise scale c and a scalar shift a > 0 (prior plus damping)."""
         if self.factor is None:
-            system = self.matrix / noise_scale**2
-            system.diagonal().add_(shift)
-            return torch.cholesky_solve(v[:, None], torch.linalg.cholesky(system))[:, 0]
+            return _shifted_solve(self.matrix / noise_scale**2, shift, v)
         M = self.factor
-        system = self.gram.clone()
-        system.diagonal().add_(shift * noise_scale**2)
-        inner = torch.cholesky_solve((M @ v)[:, None], torch.linalg.cholesky(system))[:, 0]
+        inner = _shifted_solve(self.gram, shift * noise_scale**2, M @ v)
         return (v - M.T @ inner) / shift
+
+
+def _shifted_solve(matrix: torch.Tensor, shift: float, rhs: torch.Tensor) -> torch.Tensor:
+    """(A + sI)⁻¹ rhs for a positive semi-definite A and s > 0: one Cholesky factorisation, or,
+    where round-off makes A + sI numerically indefinite (A's eigenvalues dwarf s), the solve in
+    A's eigenbasis with its eigenvalues floored at 0."""
+    system = matrix.clone()
+    system.diagonal().add_(shift)
+    factor, info = torch.linalg.cholesky_ex(system)
+    if int(info) == 0:
+        return torch.cholesky_solve(rhs[:, None], factor)[:, 0]
+    values, vectors = torch.linalg.eigh(0.5 * (matrix + matrix.T))
+    return vectors @ ((vectors.T @ rhs) / (values.clamp_min(0.0) + shift))
 
 
 def _rank_below_size(module, X, param_names) -> bool:

@@ -151,6 +151,36 @@ def test_dense_ggn_damped_solve_is_the_dense_solve(n):
     assert_allclose(ggn.damped_solve(v, noise_scale, shift), expected, rtol=1e-9, atol=1e-12)
 
 
+def _clamped_shifted_solve(matrix, shift, rhs):
+    values, vectors = torch.linalg.eigh(matrix)
+    return vectors @ ((vectors.T @ rhs) / (values.clamp_min(0.0) + shift))
+
+
+@pytest.mark.parametrize("route", ["matrix", "factor"])
+def test_dense_ggn_damped_solve_survives_a_shift_below_round_off(route):
+    """A PSD matrix whose zero eigenvalue round-off has pushed below −shift (as in a fit whose
+    weights blew up: eigenvalues near 1e25, shifts near 1e-8; here scaled down so that the
+    reference is accurate): the Cholesky factorisation fails, and the solve goes through the
+    eigenbasis with the eigenvalues floored at 0 instead of raising torch's error."""
+    gen = torch.Generator().manual_seed(3)
+    Q = torch.linalg.qr(torch.randn(4, 4, generator=gen, dtype=torch.float64))[0]
+    A = (Q * torch.tensor([1e4, 1.0, -1e-3, 0.0], dtype=torch.float64)) @ Q.T
+    shift = 1e-4
+    with pytest.raises(torch.linalg.LinAlgError):  # what a plain factorisation does here
+        torch.linalg.cholesky(A + shift * torch.eye(4, dtype=torch.float64))
+    if route == "matrix":
+        v = torch.randn(4, generator=gen, dtype=torch.float64)
+        step = DenseGGN(matrix=A).damped_solve(v, 1.0, shift)
+        expected = _clamped_shifted_solve(A, shift, v)
+    else:  # A stands for the Gram matrix of a factor M (4 × 6)
+        M = torch.randn(4, 6, generator=gen, dtype=torch.float64)
+        v = torch.randn(6, generator=gen, dtype=torch.float64)
+        step = DenseGGN(factor=M, gram=A).damped_solve(v, 1.0, shift)
+        expected = (v - M.T @ _clamped_shifted_solve(A, shift, M @ v)) / shift
+    assert torch.isfinite(step).all()
+    assert_allclose(step, expected, rtol=1e-8, atol=1e-9 * float(expected.abs().max()))
+
+
 @pytest.mark.parametrize("structure", ["full", "diag"])
 def test_posterior_operations_match_dense_precision(structure):
     module, likelihood, X, weights = make_problem("categorical")
