@@ -16,8 +16,9 @@ Everything runs in one process, side by side, so the ratios hold even on a busy 
    ``GaussianPosterior`` + ``glm_outputs``, what ``predict`` runs). Both log marginal likelihoods
    are evaluated at the same (δ, σ).
 2. **The issue's bar.** A whole skbnn fit (5 training epochs, curvature, evidence tuning of δ and
-   σ; ``evidence_tuning="posthoc"``) against laplace-torch's fit + ``optimize_prior_precision``
-   on the trained network of part 1, for the full and the kron GGN.
+   σ) with the defaults, and as one network with ``evidence_tuning="posthoc"``, against
+   laplace-torch's fit + ``optimize_prior_precision`` on the trained network of part 1, for the
+   full and the kron GGN.
 3. **sklearn's MLPRegressor**, same architecture, optimiser, batch size and number of epochs.
 4. **GaussianProcessRegressor** (RBF + White) at n = 1k, 2k, 5k: fit + predict time, test LL.
 
@@ -375,39 +376,47 @@ def run_laplace_comparison(args):
 
 
 def run_bar(args, bar, data):
-    """The issue's bar: skbnn whole fit (5 epochs) vs laplace-torch fit + optimize on a net."""
+    """The issue's bar: skbnn whole fit (5 epochs) vs laplace-torch fit + optimize on a net.
+
+    skbnn runs with its defaults (three networks on these 2,000 rows, online evidence, the
+    refinement and GGN-VI) and, for comparison with the first round, as one network with
+    post-hoc evidence tuning, the work laplace-torch does.
+    """
     X, y = data
     rows = []
     targets = {"full": 20, "kron": 2}
-    for structure in ("full", "kron"):
-        whole, _ = median_time(
-            lambda structure=structure: LaplaceMLPRegressor(
-                HIDDEN,
-                hessian_structure=structure,
-                max_iter=5,
-                evidence_tuning="posthoc",
-                normalize_y=False,
-                ensemble_size=1,  # laplace-torch fits one network
-                random_state=0,
-            ),
-            X,
-            y,
-            args.repeats,
-        )
-        ratio = bar[structure] / whole
-        verdict = "met" if ratio >= targets[structure] else "NOT met"
-        rows.append(
-            f"| {structure} | {whole:.2f} | {bar[structure]:.2f} | **{ratio:.0f}×** "
-            f"| ≥ {targets[structure]}× ({verdict}) |"
-        )
-        print(rows[-1], flush=True)
+    configurations = {
+        "defaults": {},
+        "one network, post-hoc evidence": dict(
+            evidence_tuning="posthoc", normalize_y=False, ensemble_size=1
+        ),
+    }
+    for label, options in configurations.items():
+        for structure in ("full", "kron"):
+            whole, _ = median_time(
+                lambda structure=structure, options=options: LaplaceMLPRegressor(
+                    HIDDEN, hessian_structure=structure, max_iter=5, random_state=0, **options
+                ),
+                X,
+                y,
+                args.repeats,
+            )
+            ratio = bar[structure] / whole
+            verdict = "met" if ratio >= targets[structure] else "NOT met"
+            rows.append(
+                f"| {label} | {structure} | {whole:.2f} | {bar[structure]:.2f} "
+                f"| **{ratio:.1f}×** | ≥ {targets[structure]}× ({verdict}) |"
+            )
+            print(rows[-1], flush=True)
     return (
-        "skbnn's whole `fit` (5 training epochs of batch 256, GGN, evidence tuning of δ and σ; "
-        f'`evidence_tuning="posthoc"`, float64; median of {args.repeats}) against '
+        "skbnn's whole `fit` (5 training epochs, GGN, evidence tuning of δ and σ; median of "
+        f"{args.repeats}) with its defaults — three networks on these rows, online evidence, "
+        "refinement, GGN-VI — and as one network with post-hoc evidence tuning, against "
         "laplace-torch's `fit` + "
         '`optimize_prior_precision(method="marglik")` on the trained network above, same run.\n\n'
-        "| GGN | skbnn whole fit (s) | laplace-torch fit + optimize (s) | speed-up | bar |\n"
-        "|---|---|---|---|---|\n" + "\n".join(rows)
+        "| skbnn | GGN | skbnn whole fit (s) | laplace-torch fit + optimize (s) | speed-up "
+        "| bar |\n"
+        "|---|---|---|---|---|---|\n" + "\n".join(rows)
     )
 
 
