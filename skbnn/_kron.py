@@ -35,6 +35,7 @@ structure as on ordinary data, where nothing changes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -93,6 +94,7 @@ class KronCurvature(Curvature):
         (:meth:`_rank_one_cavity_covariance`), else by one small eigendecomposition per row and
         layer (:meth:`_cavity_covariance`)."""
         layer_indices = kron_layer_indices(module, posterior.param_names)
+        output_factors, _ = self.factors()  # G_l, for the per-row eigendecompositions
         sizes = [Q_G.shape[0] * Q_A.shape[0] for Q_G, Q_A in self._eigenvector_pairs()]
         deltas = [float(d[0]) for d in posterior.prior_precision_vector.split(sizes)]
         scale = posterior.noise_scale**-2
@@ -102,9 +104,10 @@ class KronCurvature(Curvature):
             rows = slice(begin, begin + f.shape[0])
             f = _linearised_mean(f, backprops, inputs, offsets)
             L, g = output_curvature_and_gradient(likelihood, f, y[rows], posterior.noise_scale)
-            layer_covariance = (
-                self._rank_one_cavity_covariance if L.shape[-1] == 1 else self._cavity_covariance
-            )
+            if L.shape[-1] == 1:
+                layer_covariance = self._rank_one_cavity_covariance
+            else:
+                layer_covariance = functools.partial(self._cavity_covariance, output_factors)
             cov = sum(
                 layer_covariance(layer, D, a, L, unit[rows], scale, deltas[layer])
                 for layer, (D, a) in enumerate(zip(backprops, inputs, strict=True))
@@ -113,13 +116,11 @@ class KronCurvature(Curvature):
             covs.append(cov)
         return torch.cat(means).detach(), torch.cat(covs).detach()
 
-    def _cavity_covariance(self, layer, D, a, L, unit, scale, delta):
+    def _cavity_covariance(self, output_factors, layer, D, a, L, unit, scale, delta):
         """Layer l's part of J_i Σ₋ᵢ J_iᵀ (n, K, K): the eigendecomposition of G_l − u G_{l,i}
-        per row."""
+        per row (``output_factors`` holds each G_l)."""
         DL = D.mT @ L  # (n, out, C): the row's output factor is DL DLᵀ
-        G = self.output_eigenvectors[layer].to(D)
-        G = (G * self.output_eigenvalues[layer].to(D)) @ G.T
-        remaining = G - unit[:, None, None] * (DL @ DL.mT)
+        remaining = output_factors[layer].to(D) - unit[:, None, None] * (DL @ DL.mT)
         lam, Q = torch.linalg.eigh(0.5 * (remaining + remaining.mT))
         nu = self.input_eigenvalues[layer].to(D)
         precision = scale * lam.clamp_min(0.0)[:, :, None] * nu + delta
