@@ -333,6 +333,9 @@ def run_split(name: str, dataset: str, split: int, threads: int, options: dict) 
         "n_train": len(y_train),
         "n_fit_rows": getattr(reg, "n_fit_rows_", len(y_train)),
         "prior_precision": None if prior is None else np.asarray(prior).tolist(),
+        # noise="auto": the noise model chosen and the log evidence of each.
+        "noise": getattr(reg, "noise_", None),
+        "noise_log_evidence": getattr(reg, "noise_log_evidence_", None),
     }
 
 

@@ -101,7 +101,7 @@ class NetworkEnsembleMixin:
     def _network_fields(self, module, posterior, terms, hyper, likelihood):
         """A member's network, posterior, δ, σ (in y's units) and log evidence."""
         sigma = None
-        if self.noise != "heteroscedastic":
+        if self.noise_ != "heteroscedastic":
             sigma = self._noise_std(hyper, likelihood).astype(np.float64)
         return dict(
             module=module,
@@ -114,7 +114,7 @@ class NetworkEnsembleMixin:
 
     def _store_mixture_noise(self):
         """``sigma_noise_`` of the mixture: √(mean of the members' σ²), the predictive's noise."""
-        if self.noise != "heteroscedastic" and len(self.members_) > 1:
+        if self.noise_ != "heteroscedastic" and len(self.members_) > 1:
             sigma = mixture_noise_std(self.members_)
             self.sigma_noise_ = float(sigma[0]) if self._y_1d else sigma
 

@@ -27,6 +27,7 @@ from skbnn._ensemble import (
 )
 from skbnn._likelihoods import GaussianLikelihood, HeteroscedasticGaussianLikelihood
 from skbnn._members import NetworkEnsembleMixin
+from skbnn._noise_choice import NOISE_MODELS, model_log_evidence
 from skbnn._predictive import (
     mixture_cross_covariance,
     mixture_interval,
@@ -72,7 +73,7 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
         marginal likelihood, one level per output for 2-D y (MacKay's per-output fixed point
         σ_k² = R_k/(N − γ_k), alternated with refits of the GGN). A fixed value
         must lie within [1e-12, 1e12] times the std of y (of 1 with ``normalize_y=False``).
-    noise : {"homoscedastic", "heteroscedastic"}, default="homoscedastic"
+    noise : {"homoscedastic", "heteroscedastic", "auto"}, default="homoscedastic"
         ``"heteroscedastic"``: the network outputs the mean and log-variance of N(μ(x), σ²(x))
         per target, so the noise may vary with x. The first 30% of the epochs fit the mean
         alone (Skafte et al. 2019). Its GGN uses the Fisher information, the evidence tunes δ
@@ -80,7 +81,12 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
         together: mean μ(x), noise variance E[σ²(x)] under the linearised posterior (far from
         the data, where the linearised variance v of log σ²(x) grows without bound, v is capped
         at 2 ln 100, so the noise variance is at most 100 exp(E[log σ²(x)])). It uses
-        ``inference="laplace"`` (or ``"auto"``).
+        ``inference="laplace"`` (or ``"auto"``). ``"auto"`` fits both models, from the same
+        seeds, and keeps the one of higher evidence (the mean log evidence of its networks;
+        ``noise_log_evidence_``), at twice the cost of one; the choice is stored in ``noise_``.
+        The evidence scores the training rows only: it prefers heteroscedastic noise wherever
+        most rows are more predictable than the average, and such a model can be far more
+        surprised by a test row unlike its neighbours.
     normalize_y : bool, default=True
         Standardise y (weighted mean and std) before training; everything reported is in the
         original units.
@@ -182,6 +188,11 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
         ``noise="homoscedastic"``.
     log_marginal_likelihood_value_ : float
         Laplace log evidence at the fitted δ, σ, in the units of y.
+    noise_ : str
+        The noise model fitted ("homoscedastic" or "heteroscedastic"), as ``noise`` resolved.
+    noise_log_evidence_ : dict
+        With ``noise="auto"`` only: the log evidence of each noise model, the mean over its
+        networks of their Laplace log evidence in the units of y.
     ensemble_size_ : int
         The number of networks whose mixture predicts.
     members_ : list of NetworkMember
@@ -281,7 +292,7 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
             Interval(numbers.Integral, 0, None, closed="left"),
         ],
         "ensemble_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
-        "noise": [StrOptions({"homoscedastic", "heteroscedastic"})],
+        "noise": [StrOptions({"homoscedastic", "heteroscedastic", "auto"})],
         "normalize_y": ["boolean"],
     }
     _multi_output = True
@@ -360,14 +371,15 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
         self : LaplaceMLPRegressor
             The fitted estimator.
         """
-        return self._keeping_state_on_error(self._fit_ensemble, X, y, sample_weight, False)
+        return self._keeping_state_on_error(self._fit_noise_models, X, y, sample_weight, False)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
         """Update the posterior with one more chunk of data (sequential Bayesian updating).
 
-        The first call fits as :meth:`fit` does (and fixes the standardisation of y). Each later
-        call takes the current posterior as the prior of the chunk:
+        The first call fits as :meth:`fit` does (and fixes the standardisation of y, and with
+        ``noise="auto"`` the noise model). Each later call takes the current posterior as the
+        prior of the chunk:
 
         - ``inference_ == "ggn-vi"`` (the default): the posterior is that of the network
           linearised at the weights of the first call, a linear-Gaussian model that Bayes'
@@ -406,8 +418,32 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
             The updated estimator.
         """
         if not hasattr(self, "posterior_"):
-            return self._keeping_state_on_error(self._fit_ensemble, X, y, sample_weight, True)
+            return self._keeping_state_on_error(self._fit_noise_models, X, y, sample_weight, True)
         return self._keeping_state_on_error(self._update_ensemble, X, y, sample_weight)
+
+    def _fit_noise_models(self, X, y, sample_weight, streaming):
+        """Fit with the noise model that ``noise`` names; with "auto", with both, keeping the
+        one of higher evidence (:mod:`skbnn._noise_choice`)."""
+        if self.noise != "auto":
+            self.__dict__.pop("noise_log_evidence_", None)
+            self.noise_ = self.noise
+            return self._fit_ensemble(X, y, sample_weight, streaming)
+        if self.sigma_noise != "evidence" or self.inference == "ggn-vi":
+            raise ValueError(
+                "noise='auto' also fits heteroscedastic noise, which the network predicts: it "
+                "needs sigma_noise='evidence' and inference='laplace' (or 'auto')."
+            )
+        # Each model is fitted as fit with that noise would fit it, and its state kept whole.
+        states, log_evidence = {}, {}
+        for noise in NOISE_MODELS:
+            self.noise_ = noise
+            self._fit_ensemble(X, y, sample_weight, streaming)
+            states[noise], log_evidence[noise] = dict(self.__dict__), model_log_evidence(self)
+        chosen = states[max(log_evidence, key=log_evidence.get)]
+        self.__dict__.clear()
+        self.__dict__.update(chosen)
+        self.noise_log_evidence_ = log_evidence
+        return self
 
     def _stacked(self, per_member, X):
         """Each tensor that ``per_member(member, X, y_scale)`` returns, stacked over members."""
@@ -416,13 +452,13 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
         return [torch.stack(values) for values in zip(*results, strict=True)]
 
     def _resolve_inference(self):
-        return _auto.regression_inference(self.inference, self.noise)
+        return _auto.regression_inference(self.inference, self.noise_)
 
     def _map_refinement_steps(self, n_epochs):
         return _auto.map_refinement_steps(self.map_refinement_steps, n_epochs)
 
     def _keeps_best_evidence(self):
-        return _auto.keep_best_evidence(self.keep_best_evidence, self.noise)
+        return _auto.keep_best_evidence(self.keep_best_evidence, self.noise_)
 
     @finite_predictions
     def predict(self, X, return_std=False, return_cov=False):
@@ -658,7 +694,7 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
             delta = check_positive_finite(prior_precision, "prior_precision")
         c = self.posterior_.noise_scale
         if sigma_noise is not None:
-            if self.noise == "heteroscedastic":
+            if self.noise_ == "heteroscedastic":
                 raise ValueError(
                     "sigma_noise is predicted by the network with heteroscedastic noise."
                 )
@@ -673,7 +709,7 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
         mean, scale = target_standardization(y2, sample_weight, self.normalize_y)
         self._y_mean, self._y_scale = mean, scale
         targets = torch.tensor((y2 - mean) / scale)
-        if self.noise == "heteroscedastic":
+        if self.noise_ == "heteroscedastic":
             if self.sigma_noise != "evidence" or self.inference == "ggn-vi":
                 raise ValueError(
                     "noise='heteroscedastic' predicts the noise with the network: it needs "
@@ -694,13 +730,13 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
         return torch.tensor((y2 - self._y_mean) / self._y_scale)
 
     def _fixed_noise_scale(self):
-        if self.noise == "heteroscedastic" or self.sigma_noise != "evidence":
+        if self.noise_ == "heteroscedastic" or self.sigma_noise != "evidence":
             return 1.0
         return None
 
     def _store_fitted_hyperparameters(self, hyper, terms):
         self.prior_precision_ = hyper.prior_precision
-        if self.noise == "heteroscedastic":
+        if self.noise_ == "heteroscedastic":
             # No single noise level: see predict_uncertainty.
             self.__dict__.pop("sigma_noise_", None)
         else:

@@ -19,6 +19,8 @@ ESTIMATORS = [
     LaplaceMLPClassifier(max_iter=CHECK_MAX_ITER),
     LaplaceMLPRegressor(inference="laplace", ensemble_size=1, max_iter=CHECK_MAX_ITER),
     LaplaceMLPClassifier(inference="ggn-vi", max_iter=CHECK_MAX_ITER),
+    # Both noise models fitted and one kept: the contract must hold across the swap of state.
+    LaplaceMLPRegressor(noise="auto", ensemble_size=1, max_iter=CHECK_ENSEMBLE_MAX_ITER),
 ]
 
 

@@ -113,3 +113,62 @@ def test_heteroscedastic_early_stopping_scores_every_epoch():
     ).fit(X, y)
     assert len(model.validation_scores_) == model.n_iter_
     assert model.best_validation_score_ == max(model.validation_scores_)
+
+
+def test_auto_noise_keeps_the_model_of_higher_evidence(heteroscedastic_task, fitted_models):
+    (X, y, _), (X_test, _, _) = heteroscedastic_task
+    model = LaplaceMLPRegressor(noise="auto", ensemble_size=1, random_state=0).fit(X, y)
+    # Each candidate is the fit that noise=<it> gives with the same seed.
+    for noise, fitted in fitted_models.items():
+        assert model.noise_log_evidence_[noise] == fitted.log_marginal_likelihood_value_
+    assert model.noise_ == "heteroscedastic" == fitted_models["heteroscedastic"].noise_
+    assert_allclose(
+        model.predict(X_test, return_std=True),
+        fitted_models["heteroscedastic"].predict(X_test, return_std=True),
+        rtol=0,
+        atol=0,
+    )
+    assert "sigma_noise_" not in vars(model)
+
+
+def test_auto_noise_keeps_homoscedastic_noise_where_the_noise_is_constant():
+    rng = np.random.RandomState(1)
+    X = rng.uniform(0, 1, size=(500, 1))
+    y = np.sin(6 * X[:, 0]) + 0.2 * rng.randn(500)
+    model = LaplaceMLPRegressor(noise="auto", ensemble_size=2, random_state=0).fit(X, y)
+    evidence = model.noise_log_evidence_
+    assert model.noise_ == "homoscedastic"
+    assert evidence["homoscedastic"] > evidence["heteroscedastic"]
+    assert len(model.members_) == 2 and 0.15 < model.sigma_noise_ < 0.25
+    # The chosen model's evidence is the mean of its networks'.
+    members = [member.log_marginal_likelihood for member in model.members_]
+    assert_allclose(evidence["homoscedastic"], np.mean(members), rtol=1e-12)
+
+
+def test_auto_noise_streams_and_refits_with_the_chosen_model(heteroscedastic_task):
+    (X, y, _), _ = heteroscedastic_task
+    model = LaplaceMLPRegressor(noise="auto", ensemble_size=1, max_iter=200, random_state=0)
+    model.partial_fit(X[:300], y[:300])
+    chosen = model.noise_
+    # Later chunks update the model the first one chose.
+    model.partial_fit(X[300:], y[300:])
+    assert model.noise_ == chosen and set(model.noise_log_evidence_) == {
+        "homoscedastic",
+        "heteroscedastic",
+    }
+    assert np.isfinite(model.predict(X[:5], return_std=True)).all()
+    # A fit with a named noise model drops the comparison.
+    model.set_params(noise="homoscedastic").fit(X, y)
+    assert model.noise_ == "homoscedastic" and not hasattr(model, "noise_log_evidence_")
+
+
+def test_auto_noise_needs_evidence_noise_and_laplace_and_keeps_a_fitted_state():
+    X, y = np.random.RandomState(0).randn(30, 1), np.arange(30.0)
+    model = LaplaceMLPRegressor(noise="auto", ensemble_size=1, max_iter=20).fit(X, y)
+    before = model.predict(X, return_std=True)
+    for params in (dict(sigma_noise=0.5), dict(inference="ggn-vi")):
+        with pytest.raises(ValueError, match="noise='auto'"):
+            model.set_params(**params).fit(X, y)
+        model.set_params(sigma_noise="evidence", inference="auto")
+        assert_allclose(model.predict(X, return_std=True), before, rtol=0, atol=0)
+        assert set(model.noise_log_evidence_) == {"homoscedastic", "heteroscedastic"}
