@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-NOISE_MODELS = ("homoscedastic", "heteroscedastic")
+# Heteroscedastic first: settings it cannot take fail before any network is trained.
+NOISE_MODELS = ("heteroscedastic", "homoscedastic")
 
 
 def model_log_evidence(fitted) -> float:

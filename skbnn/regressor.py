@@ -428,11 +428,6 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
             self.__dict__.pop("noise_log_evidence_", None)
             self.noise_ = self.noise
             return self._fit_ensemble(X, y, sample_weight, streaming)
-        if self.sigma_noise != "evidence" or self.inference == "ggn-vi":
-            raise ValueError(
-                "noise='auto' also fits heteroscedastic noise, which the network predicts: it "
-                "needs sigma_noise='evidence' and inference='laplace' (or 'auto')."
-            )
         # Each model is fitted as fit with that noise would fit it, and its state kept whole.
         states, log_evidence = {}, {}
         for noise in NOISE_MODELS:
@@ -712,8 +707,9 @@ class LaplaceMLPRegressor(RegressorMixin, NetworkEnsembleMixin, BaseLaplaceMLP):
         if self.noise_ == "heteroscedastic":
             if self.sigma_noise != "evidence" or self.inference == "ggn-vi":
                 raise ValueError(
-                    "noise='heteroscedastic' predicts the noise with the network: it needs "
-                    "sigma_noise='evidence' and inference='laplace' (or 'auto')."
+                    f"noise={self.noise!r} fits heteroscedastic noise, which the network "
+                    "predicts: it needs sigma_noise='evidence' and inference='laplace' (or "
+                    "'auto')."
                 )
             return targets, 2 * y2.shape[1], HeteroscedasticGaussianLikelihood()
         noise_ref = reference_noise(self.sigma_noise, scale, self.normalize_y)
