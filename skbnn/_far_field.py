@@ -6,9 +6,9 @@ constant below 1, but often near it (Kristiadi, Hein & Hennig 2020). After Krist
 Hennig (2021), each logit gains an independent Gaussian process made of infinitely many ReLU
 features whose kinks lie beyond the data, with Gaussian output weights. Per input feature i and
 side of its training range [a_i, b_i], in the excess u of x_i beyond that side in units of the
-range's width w_i = b_i − a_i (1 for a constant feature),
+feature's training std s_i,
 
-    u_i = (x_i − b_i)/w_i above b_i,   (x_i − a_i)/w_i below a_i,   0 inside,
+    u_i = (x_i − b_i)/s_i above b_i,   (x_i − a_i)/s_i below a_i,   0 inside,
 
 the features (|u| − z)₊ for kinks z ≥ 0 give the cubic-spline kernel
 
@@ -21,11 +21,6 @@ for u, u' on the same side (0 otherwise), and the logits' kernel is
 Inside the box of the training rows the term is exactly 0: the fit and the predictions there
 are unchanged. Outside, the variance grows as the cube of the excess while the logits grow
 linearly, so the predictive tends to the uniform distribution far from the data.
-
-The unit is the box's width, not the feature's std: a feature that is nearly always constant (a
-rare pixel, a skewed count) has a small std next to the values it takes, and a row just beyond
-its range would count as many stds out, costing confidence on rows that are in the data's
-support (RESULTS.md, "Far from the data").
 
 Kristiadi, A., Hein, M. and Hennig, P. (2020). Being Bayesian, even just a bit, fixes
 overconfidence in ReLU networks. ICML.
@@ -42,39 +37,38 @@ import torch
 
 @dataclass(frozen=True)
 class FarFieldPrior:
-    """The kernel above for the box [lower, upper] (d,)."""
+    """The kernel above for the box [lower, upper] (d,), in units of ``scale`` (d,)."""
 
     lower: torch.Tensor
     upper: torch.Tensor
+    scale: torch.Tensor
     variance: float
 
     @classmethod
     def from_rows(cls, X: torch.Tensor, weights: torch.Tensor, variance: float) -> FarFieldPrior:
-        """The box of the rows with positive weight."""
-        X = X[weights > 0].to(torch.float64)
-        return cls(X.amin(0), X.amax(0), float(variance))
-
-    @property
-    def width(self) -> torch.Tensor:
-        """w (d,): the box's width per feature, the unit of the excess (a constant feature: 1)."""
-        width = self.upper - self.lower
-        return torch.where(width > 0, width, torch.ones_like(width))
+        """The box of the rows with positive weight and their std under the frequency weights
+        (a constant feature: std 1)."""
+        keep = weights > 0
+        X, w = X[keep].to(torch.float64), weights[keep].to(torch.float64)[:, None]
+        mean = (w * X).sum(0) / w.sum()
+        scale = ((w * (X - mean) ** 2).sum(0) / w.sum()).sqrt()
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return cls(X.amin(0), X.amax(0), scale, float(variance))
 
     def including(self, X: torch.Tensor, weights: torch.Tensor) -> FarFieldPrior:
-        """The same prior with the box (and so its width) grown to hold the rows of positive
-        weight."""
+        """The same prior with the box grown to hold the rows of positive weight."""
         X = X[weights > 0].to(torch.float64)
         if len(X) == 0:
             return self
-        lower, upper = torch.minimum(self.lower, X.amin(0)), torch.maximum(self.upper, X.amax(0))
-        return FarFieldPrior(lower, upper, self.variance)
+        lower = torch.minimum(self.lower, X.amin(0))
+        return FarFieldPrior(lower, torch.maximum(self.upper, X.amax(0)), self.scale, self.variance)
 
     def excess(self, X: torch.Tensor) -> torch.Tensor:
-        """u (n, d): signed distance beyond the box, in units of its width."""
+        """u (n, d): signed distance beyond the box, in units of the features' std."""
         X = X.to(torch.float64)
         above = (X - self.upper).clamp_min(0.0)
         below = (X - self.lower).clamp_max(0.0)
-        return (above + below) / self.width
+        return (above + below) / self.scale
 
     def kernel(self, X: torch.Tensor, Y: torch.Tensor | None = None) -> torch.Tensor:
         """k(x, x') (n_X, n_Y), of one logit."""

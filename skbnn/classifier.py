@@ -72,14 +72,14 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         Classification needs it: with the evidence-tuned δ, the linearised predictive can be far
         wider than the data warrant. With ``inference="ggn-vi"``, ``"loo"`` keeps the
         variational posterior (T = 1).
-    far_field_variance : float, default=30.0
+    far_field_variance : float, default=1.0
         σ² of the Gaussian process added to every logit beyond the box of the training rows
         (:mod:`skbnn._far_field`): infinitely many ReLU features with kinks outside the data,
-        whose variance grows as the cube of the distance beyond the box, in units of the box's
-        width per feature (σ²/3 at one width beyond it in one feature). Zero inside the box, so
-        fitting and predictions there are unchanged; far from the data the predictive tends to
-        uniform (with ``"probit"`` or ``"mc"``: the bridge's Dirichlet mean ignores a variance
-        shared by all logits). 0 turns it off.
+        whose variance grows as the cube of the distance beyond the box, in units of each
+        feature's training std. Zero inside the box, so fitting and predictions there are
+        unchanged; far from the data the predictive tends to uniform (with ``"probit"`` or
+        ``"mc"``: the bridge's Dirichlet mean ignores a variance shared by all logits). 0 turns
+        it off.
     hessian_structure : {"auto", "full", "kron", "diag"}, default="auto"
         Structure of the GGN: dense over all posterior weights, Kronecker-factored per layer
         (KFAC), or diagonal. ``"auto"`` is ``"full"`` up to 2500 posterior weights and ``"kron"``
@@ -159,7 +159,8 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
     posterior_temperature_ : float
         The temperature T of the posterior behind the predictions.
     far_field_ : FarFieldPrior
-        The far-field prior with the box of the training rows (grown by ``partial_fit``).
+        The box of the training rows (grown by ``partial_fit``) and the feature scales of the
+        far-field prior.
     loo_log_likelihood_ : float
         Approximate leave-one-out log-likelihood of the training rows at
         ``posterior_temperature_``, a weighted mean per row (only with ``inference="laplace"``;
@@ -252,7 +253,7 @@ class LaplaceMLPClassifier(ClassifierMixin, BaseLaplaceMLP):
         link_approx="probit",
         n_samples=1000,
         posterior_temperature="loo",
-        far_field_variance=30.0,
+        far_field_variance=1.0,
         hessian_structure="auto",
         subset_of_weights="all",
         prior_precision="evidence",

@@ -53,31 +53,29 @@ def test_kernel_is_positive_semidefinite_with_the_diagonal_as_its_diagonal(prior
     assert_allclose(prior.diagonal(X), K.diagonal(), rtol=1e-12)
 
 
-def test_excess_is_zero_inside_the_box_and_in_units_of_its_width(prior):
+def test_excess_is_zero_inside_the_box_and_in_units_of_the_std(prior):
     inside = prior.lower + 0.5 * (prior.upper - prior.lower)
     assert torch.equal(prior.kernel(inside[None]), torch.zeros(1, 1, dtype=torch.float64))
-    beyond = prior.upper + 2 * (prior.upper - prior.lower)
+    beyond = prior.upper + 2 * prior.scale
     assert_allclose(prior.excess(beyond[None]), [[2.0, 2.0, 2.0]], rtol=1e-12)
     assert_allclose(prior.diagonal(beyond[None]), [0.7 * 3 * 8 / 3], rtol=1e-12)
 
 
-def test_zero_weight_rows_are_outside_the_box_and_a_constant_feature_has_unit_width():
-    rows = torch.tensor([[0.0, 1.0], [2.0, 1.0], [9.0, 5.0]], dtype=torch.float64)
-    prior = FarFieldPrior.from_rows(rows, torch.tensor([1.0, 3.0, 0.0], dtype=torch.float64), 1.0)
-    assert prior.upper.tolist() == [2.0, 1.0] and prior.lower.tolist() == [0.0, 1.0]
-    assert prior.width.tolist() == [2.0, 1.0]
-    assert_allclose(prior.excess(torch.tensor([[5.0, -2.0]])), [[1.5, -3.0]], rtol=1e-12)
+def test_frequency_weights_are_repeated_rows(prior):
+    rows = torch.randn(6, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    weights = torch.tensor([0.0, 1.0, 2.0, 1.0, 3.0, 1.0], dtype=torch.float64)
+    repeated = rows.repeat_interleave(weights.long(), dim=0)
+    weighted = FarFieldPrior.from_rows(rows, weights, 1.0)
+    plain = FarFieldPrior.from_rows(repeated, torch.ones(len(repeated), dtype=torch.float64), 1.0)
+    for field in ("lower", "upper", "scale"):
+        assert_allclose(getattr(weighted, field), getattr(plain, field), rtol=1e-12)
 
 
-def test_growing_the_box_grows_its_width_and_ignores_zero_weight_rows(prior):
+def test_growing_the_box_keeps_the_scale_and_ignores_zero_weight_rows(prior):
     rows = torch.tensor([[100.0, 0.0, 0.0], [0.0, -50.0, 0.0]], dtype=torch.float64)
     grown = prior.including(rows, torch.tensor([1.0, 0.0], dtype=torch.float64))
     assert grown.upper[0] == 100.0 and grown.lower[1] == prior.lower[1]
-    assert float(grown.width[0]) == 100.0 - float(prior.lower[0])
-    assert torch.equal(grown.width[1:], prior.width[1:])
-
-
-DEFAULT_VARIANCE = LaplaceMLPClassifier().far_field_variance
+    assert torch.equal(grown.scale, prior.scale)
 
 
 def fit_classifier(n_classes, variance, **params):
@@ -97,7 +95,7 @@ def fit_classifier(n_classes, variance, **params):
 def test_the_predictive_is_unchanged_in_the_box_and_tends_to_uniform_far_away(
     n_classes, link_approx
 ):
-    humble, X = fit_classifier(n_classes, DEFAULT_VARIANCE, link_approx=link_approx)
+    humble, X = fit_classifier(n_classes, 1.0, link_approx=link_approx)
     plain, _ = fit_classifier(n_classes, 0.0, link_approx=link_approx)
     assert humble.posterior_temperature_ == plain.posterior_temperature_
     assert_allclose(humble.predict_proba(X), plain.predict_proba(X), rtol=0, atol=0)
@@ -111,7 +109,7 @@ def test_the_predictive_is_unchanged_in_the_box_and_tends_to_uniform_far_away(
 
 
 def test_kernel_and_uncertainty_include_the_far_field():
-    humble, X = fit_classifier(3, DEFAULT_VARIANCE)
+    humble, X = fit_classifier(3, 1.0)
     plain, _ = fit_classifier(3, 0.0)
     far = 5 * X[:6]
     far_kernel = humble.far_field_.kernel(torch.as_tensor(far)).numpy()
@@ -134,4 +132,4 @@ def test_partial_fit_grows_the_box():
         first = model.far_field_
         model.partial_fit(X[order[100:]], y[order[100:]])
     assert float(model.far_field_.upper[0]) == X[:, 0].max() > float(first.upper[0])
-    assert float(model.far_field_.lower[0]) == float(first.lower[0]) == X[:, 0].min()
+    assert torch.equal(model.far_field_.scale, first.scale)
